@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class PollerConfig(AppConfig):
+    name = "poller"
+    verbose_name = "Poller"

@@ -1,0 +1,154 @@
+"""The public Python API: queue runs, read their state, fetch results.
+
+Every function raises :class:`scheduler.exceptions.SchedulerError` (re-exported
+here) with a readable message for an unknown definition, resource or run, bad
+parameter values, or a run the given user may not see.
+
+    >>> from scheduler.api import submit_task, get_task_status, get_task_results
+    >>> run_id = submit_task("Nightly report", parameters={"rows": 100})
+    >>> get_task_status(run_id)["state"]
+    'QUEUED'
+
+With ``user=`` a call acts for that user: it sees and touches only what the user's
+role and the definitions' groups allow. Without it, the caller is trusted code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.urls import reverse
+
+from scheduler import access, services
+from scheduler.exceptions import SchedulerError
+from scheduler.models import ExecutionResource, Run, TaskDefinition
+
+__all__ = [
+    "SchedulerError",
+    "submit_task",
+    "get_task_status",
+    "get_task_statuses",
+    "get_task_results",
+    "cancel_task",
+]
+
+
+def _definition(definition: TaskDefinition | str | int, user=None) -> TaskDefinition:
+    qs = TaskDefinition.objects.all() if user is None else access.visible_definitions(user)
+    if isinstance(definition, TaskDefinition):
+        if qs.filter(pk=definition.pk).exists():
+            return definition
+        raise SchedulerError(f"Unknown task definition {definition.name!r}.")
+    lookup = {"pk": definition} if isinstance(definition, int) else {"name": definition}
+    try:
+        return qs.get(**lookup)
+    except TaskDefinition.DoesNotExist:
+        raise SchedulerError(f"Unknown task definition {definition!r}.") from None
+
+
+def _resource(resource: ExecutionResource | str | None) -> ExecutionResource | None:
+    if resource is None or isinstance(resource, ExecutionResource):
+        return resource
+    try:
+        return ExecutionResource.objects.get(name=resource)
+    except ExecutionResource.DoesNotExist:
+        raise SchedulerError(f"Unknown execution resource {resource!r}.") from None
+
+
+def _run(run_id: int, user=None) -> Run:
+    qs = Run.objects.select_related("definition", "resource")
+    if user is not None:
+        qs = access.visible_runs(user, qs)
+    try:
+        return qs.get(pk=int(run_id))
+    except (Run.DoesNotExist, ValueError, TypeError):
+        raise SchedulerError(f"Unknown run {run_id!r}.") from None
+
+
+def _status(run: Run) -> dict[str, Any]:
+    return {
+        "run_id": run.pk,
+        "definition": run.definition.name,
+        "state": run.state,
+        "progress": run.progress,
+        "message": run.status_message,
+        "exit_code": run.exit_code,
+        "error": run.error,
+        "attempt": run.attempt,
+        "due_at": run.due_at,
+        "queued_at": run.queued_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+    }
+
+
+def submit_task(
+    definition: TaskDefinition | str | int,
+    *,
+    parameters: dict[str, Any] | None = None,
+    resource: ExecutionResource | str | None = None,
+    run_at: dt.datetime | None = None,
+    user=None,
+) -> int:
+    """Queue a run of ``definition`` (instance, name or id); return the run id."""
+    if user is not None and not user.has_perm("scheduler.run_taskdefinition"):
+        raise SchedulerError("You may not queue runs.")
+    if run_at is not None and (run_at.tzinfo is None or run_at.utcoffset() is None):
+        raise SchedulerError("run_at must be an aware datetime (with a time zone).")
+    if parameters is not None and not isinstance(parameters, dict):
+        raise SchedulerError("parameters must be a dict of name: value.")
+    run = services.run_enqueue(
+        definition=_definition(definition, user),
+        parameters=parameters,
+        resource=_resource(resource),
+        due_at=run_at,
+        requested_by=user,
+    )
+    return run.pk
+
+
+def get_task_status(run_id: int, *, user=None) -> dict[str, Any]:
+    """State, progress, latest message, exit code and times of one run."""
+    return _status(_run(run_id, user))
+
+
+def get_task_statuses(
+    definition: TaskDefinition | str | int, *, user=None, limit: int = 100
+) -> list[dict[str, Any]]:
+    """Statuses of a definition's runs, newest first (at most ``limit``)."""
+    definition = _definition(definition, user)
+    runs = definition.runs.select_related("definition").order_by("-queued_at", "-id")[:limit]
+    return [_status(run) for run in runs]
+
+
+def get_task_results(run_id: int, *, user=None) -> dict[str, Any]:
+    """Status plus every message and every output file with its download URL."""
+    run = _run(run_id, user)
+    result = _status(run)
+    result["messages"] = [
+        {"time": m.created_at, "level": m.level, "text": m.text, "progress": m.progress}
+        for m in run.messages.all()
+    ]
+    result["files"] = [
+        {
+            "id": f.pk,
+            "name": f.name,
+            "kind": f.kind,
+            "size": f.size,
+            "sha256": f.sha256,
+            "content_type": f.content_type,
+            "path": str(f.absolute_path()),
+            "download_url": reverse("scheduler:file-download", args=[run.pk, f.pk]),
+        }
+        for f in run.files.all()
+    ]
+    return result
+
+
+def cancel_task(run_id: int, *, user=None) -> str:
+    """Cancel a run: "cancelled" (was queued), "requested" (the poller ends it) or "final"."""
+    run = _run(run_id, user)
+    if user is not None and not user.has_perm("scheduler.cancel_run"):
+        raise SchedulerError("You may not cancel runs.")
+    return services.run_request_cancel(run=run, user=user)

@@ -1,0 +1,697 @@
+"""The scheduler's data model.
+
+Rows answer questions about themselves (a run knows whether it is final, a
+resource knows its file service URL); work that changes several rows or has side
+effects lives in scheduler/services.py.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.timezone import now as utc_now
+
+
+def validate_timezone(value: str) -> None:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(
+            f"{value!r} is not a known IANA time zone (e.g. Europe/Amsterdam, UTC)."
+        ) from None
+
+
+def resolve_program(program: str) -> Path:
+    """Return the absolute path of a program inside the configured program dirs.
+
+    The path is resolved (links and ``..`` followed) before the containment check,
+    so neither can escape the directories. Raises ValidationError otherwise.
+    """
+    if not program or "\x00" in program:
+        raise ValidationError("Give the program as a path inside the program directories.")
+    if Path(program).is_absolute():
+        raise ValidationError(
+            f"{program!r} is absolute; give a path relative to a program directory."
+        )
+    dirs = [Path(d).resolve() for d in settings.SCHEDULER_PROGRAM_DIRS]
+    for base in dirs:
+        raw = base / program
+        candidate = raw.resolve()
+        if not candidate.is_relative_to(base):
+            if raw.exists() or ".." in Path(program).parts:
+                raise ValidationError(
+                    f"{program!r} resolves to {candidate}, outside the program directories "
+                    f"({', '.join(str(d) for d in dirs)})."
+                )
+            continue
+        if candidate.is_file():
+            return candidate
+    raise ValidationError(
+        f"No program {program!r} in the program directories ({', '.join(str(d) for d in dirs)})."
+    )
+
+
+class ExecutionResource(models.Model):
+    """Where runs execute: a SAGA job service plus a file service and a working root."""
+
+    name = models.SlugField(
+        "name", max_length=100, unique=True, help_text="Short unique name, e.g. 'local', 'cluster'."
+    )
+    job_service_url = models.CharField(
+        "job service URL",
+        max_length=500,
+        default="fork://localhost",
+        help_text="SAGA job service, e.g. fork://localhost, ssh://alice@login:22, "
+        "slurm://localhost, slurm+ssh://alice@login.cluster.org.",
+    )
+    file_service_url = models.CharField(
+        "file service URL",
+        max_length=500,
+        blank=True,
+        help_text="SAGA file service, e.g. sftp://alice@login:22/. Blank: derived from the "
+        "job service (file://localhost/ for local, sftp:// for ssh hosts).",
+    )
+    working_root = models.CharField(
+        "working root",
+        max_length=500,
+        blank=True,
+        help_text="Directory on the resource under which run directories are made, e.g. "
+        "/scratch/alice/scheduler. Blank for local: the site's SCHEDULER_RUN_ROOT.",
+    )
+    python = models.CharField(
+        "Python interpreter",
+        max_length=500,
+        blank=True,
+        help_text="Interpreter on the resource, e.g. /usr/bin/python3. Blank for local: the "
+        "site's own interpreter; blank for remote: python3.",
+    )
+    ssh_user = models.CharField(
+        "SSH user", max_length=100, blank=True, help_text="User for ssh/sftp, e.g. alice."
+    )
+    ssh_key_path = models.CharField(
+        "SSH key path",
+        max_length=500,
+        blank=True,
+        help_text="Path of the private key ON THE POLLER HOST, e.g. /etc/scheduler/id_ed25519. "
+        "Key material is never stored in the database.",
+    )
+    queue = models.CharField(
+        "default queue", max_length=100, blank=True, help_text="Batch queue/partition, e.g. debug."
+    )
+    project = models.CharField(
+        "project/account", max_length=100, blank=True, help_text="Batch account, e.g. proj123."
+    )
+    wall_time_minutes = models.PositiveIntegerField(
+        "default wall time (minutes)",
+        null=True,
+        blank=True,
+        help_text="Batch wall time in minutes, e.g. 60. Blank: the batch system's default.",
+    )
+    max_concurrent_runs = models.PositiveIntegerField(
+        "concurrent run limit",
+        default=8,
+        help_text="How many runs may be submitted or running here at once, e.g. 8.",
+    )
+    enabled = models.BooleanField("enabled", default=True)
+    last_error = models.TextField("last error", blank=True, editable=False)
+    last_error_at = models.DateTimeField("last error at", null=True, blank=True, editable=False)
+    last_ok_at = models.DateTimeField("last success at", null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "execution resource"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.job_service_url).scheme.lower()
+
+    def is_local(self) -> bool:
+        parts = urlsplit(self.job_service_url)
+        return parts.scheme in {"fork", "local"} and parts.hostname in {None, "", "localhost"}
+
+    def is_batch(self) -> bool:
+        base = self.scheme.split("+")[0]
+        return base in {"slurm", "pbs", "pbspro", "torque", "sge", "lsf", "loadl", "condor"}
+
+    def effective_file_service_url(self) -> str:
+        if self.file_service_url:
+            return self.file_service_url
+        parts = urlsplit(self.job_service_url)
+        if self.is_local() or (
+            parts.hostname in {None, "", "localhost"}
+            and "+" not in parts.scheme
+            and parts.scheme != "ssh"
+        ):
+            return "file://localhost/"
+        netloc = parts.netloc
+        if self.ssh_user and "@" not in netloc:
+            netloc = f"{self.ssh_user}@{netloc}"
+        return urlunsplit(("sftp", netloc, "/", "", ""))
+
+    def clean(self) -> None:
+        parts = urlsplit(self.job_service_url)
+        if not parts.scheme:
+            raise ValidationError(
+                {"job_service_url": "Give a URL with a scheme, e.g. fork://localhost."}
+            )
+        if self.ssh_key_path and not Path(self.ssh_key_path).is_absolute():
+            raise ValidationError(
+                {
+                    "ssh_key_path": "Give an absolute path on the poller host, e.g. /etc/scheduler/id_ed25519."
+                }
+            )
+        if self.is_batch() and not self.queue:
+            raise ValidationError({"queue": "Batch systems need a default queue, e.g. debug."})
+
+
+class TaskDefinition(models.Model):
+    """A Python program (or other executable) that operators can run and schedule."""
+
+    name = models.CharField("name", max_length=200, unique=True, help_text="e.g. Nightly report")
+    description = models.TextField("description", blank=True)
+    program = models.CharField(
+        "program",
+        max_length=500,
+        help_text="Path inside the program directories, e.g. report_writer.py.",
+    )
+    default_args = models.JSONField(
+        "default arguments",
+        default=list,
+        blank=True,
+        help_text='Command-line arguments as a JSON list, e.g. ["--verbose", "input 1.csv"].',
+    )
+    default_resource = models.ForeignKey(
+        ExecutionResource,
+        verbose_name="default resource",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Where runs go unless a run says otherwise. Blank: the resource named 'local'.",
+    )
+    timeout_seconds = models.PositiveIntegerField(
+        "timeout (seconds)",
+        null=True,
+        blank=True,
+        help_text="A run still going after this long is cancelled as TIMED_OUT, e.g. 3600.",
+    )
+    max_retries = models.PositiveIntegerField(
+        "retries", default=0, help_text="How many times a failed run is tried again, e.g. 2."
+    )
+    retry_backoff_seconds = models.PositiveIntegerField(
+        "retry backoff (seconds)",
+        default=60,
+        help_text="Wait before the first retry; doubled for each later one, e.g. 60.",
+    )
+    max_concurrent_runs = models.PositiveIntegerField(
+        "concurrent run limit",
+        null=True,
+        blank=True,
+        help_text="How many runs of this task may be in flight at once, e.g. 1. Blank: no limit.",
+    )
+    enabled = models.BooleanField("enabled", default=True)
+    allowed_groups = models.ManyToManyField(
+        Group,
+        verbose_name="allowed groups",
+        blank=True,
+        related_name="allowed_task_definitions",
+        help_text="If any are chosen, only members of these groups (and superusers) see and "
+        "run this task and its runs.",
+    )
+    subscribers = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        verbose_name="subscribers",
+        blank=True,
+        related_name="subscribed_task_definitions",
+        help_text="Users mailed when a run fails.",
+    )
+    notify_on_success = models.BooleanField(
+        "mail on success too", default=False, help_text="Also mail subscribers when a run succeeds."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "task definition"
+        ordering = ["name"]
+        permissions = [("run_taskdefinition", "Can queue runs of a task")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        try:
+            resolve_program(self.program)
+        except ValidationError as exc:
+            raise ValidationError({"program": exc.messages}) from None
+        if not isinstance(self.default_args, list) or not all(
+            isinstance(a, (str, int, float)) for a in self.default_args
+        ):
+            raise ValidationError(
+                {"default_args": 'Give a JSON list of strings, e.g. ["--verbose", "a b"].'}
+            )
+
+    def program_path(self) -> Path:
+        return resolve_program(self.program)
+
+
+class TaskParameter(models.Model):
+    """A typed parameter of a task definition, turned into a form field on "Run now"."""
+
+    class Type(models.TextChoices):
+        STRING = "string", "string"
+        INTEGER = "integer", "integer"
+        FLOAT = "float", "float"
+        BOOLEAN = "boolean", "boolean"
+        CHOICE = "choice", "choice"
+        DATE = "date", "date"
+
+    definition = models.ForeignKey(
+        TaskDefinition, on_delete=models.CASCADE, related_name="parameters"
+    )
+    name = models.CharField(
+        "name",
+        max_length=100,
+        help_text="Identifier the program reads, e.g. steps.",
+        validators=[
+            RegexValidator(
+                r"^[A-Za-z_][A-Za-z0-9_]*$", "Use letters, digits and _ (not first), e.g. max_rows."
+            )
+        ],
+    )
+    type = models.CharField("type", max_length=10, choices=Type.choices, default=Type.STRING)
+    default = models.CharField(
+        "default", max_length=500, blank=True, help_text="Default value as text, e.g. 10."
+    )
+    required = models.BooleanField("required", default=False)
+    help_text = models.CharField("help", max_length=500, blank=True)
+    choices = models.JSONField(
+        "choices",
+        default=list,
+        blank=True,
+        help_text='For type choice: a JSON list, e.g. ["csv", "xlsx"].',
+    )
+    position = models.PositiveIntegerField("position", default=0)
+
+    class Meta:
+        verbose_name = "parameter"
+        ordering = ["position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["definition", "name"], name="taskparameter_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.type})"
+
+    def clean(self) -> None:
+        from scheduler.parameters import ParameterError, coerce_value
+
+        if self.type == self.Type.CHOICE:
+            if not isinstance(self.choices, list) or not self.choices:
+                raise ValidationError(
+                    {"choices": 'A choice parameter needs choices, e.g. ["a", "b"].'}
+                )
+        if self.default != "":
+            try:
+                coerce_value(self, self.default)
+            except ParameterError as exc:
+                raise ValidationError({"default": str(exc)}) from None
+
+
+class Recurrence(models.Model):
+    """A schedule: when a definition should run. The maths lives in scheduler/recurrence.py."""
+
+    class Kind(models.TextChoices):
+        ONCE = "once", "once at a time"
+        INTERVAL = "interval", "every N units"
+        CRON = "cron", "cron expression"
+        RRULE = "rrule", "RFC 5545 rule"
+
+    class Unit(models.TextChoices):
+        MINUTES = "minutes", "minutes"
+        HOURS = "hours", "hours"
+        DAYS = "days", "days"
+        WEEKS = "weeks", "weeks"
+        MONTHS = "months", "months"
+
+    class Misfire(models.TextChoices):
+        SKIP = "skip", "skip missed occurrences"
+        RUN_ONCE = "run_once", "run once for all missed"
+        RUN_EACH = "run_each", "run each missed (capped)"
+
+    class Overlap(models.TextChoices):
+        ALLOW = "allow", "allow overlapping runs"
+        SKIP = "skip", "skip if the previous run is still going"
+        QUEUE = "queue", "queue after the previous run"
+
+    definition = models.ForeignKey(
+        TaskDefinition, on_delete=models.CASCADE, related_name="recurrences"
+    )
+    name = models.CharField("name", max_length=200, help_text="e.g. Weekday mornings")
+    kind = models.CharField("kind", max_length=10, choices=Kind.choices, default=Kind.CRON)
+    timezone = models.CharField(
+        "time zone",
+        max_length=64,
+        default="UTC",
+        validators=[validate_timezone],
+        help_text="IANA zone the schedule is read in, e.g. Europe/Amsterdam.",
+    )
+    start_at = models.DateTimeField(
+        "start",
+        default=utc_now,
+        help_text="For 'once': the time to run. Otherwise: the anchor and earliest time.",
+    )
+    end_at = models.DateTimeField("end", null=True, blank=True, help_text="No runs after this.")
+    interval_every = models.PositiveIntegerField(
+        "every", null=True, blank=True, help_text="For intervals: how many units, e.g. 15."
+    )
+    interval_unit = models.CharField(
+        "unit", max_length=10, choices=Unit.choices, blank=True, help_text="e.g. minutes"
+    )
+    cron_expression = models.CharField(
+        "cron expression",
+        max_length=200,
+        blank=True,
+        help_text="Five fields: minute hour day-of-month month day-of-week, e.g. 30 7 * * MON-FRI.",
+    )
+    rrule = models.TextField(
+        "RFC 5545 rule",
+        blank=True,
+        help_text="e.g. FREQ=MONTHLY;BYDAY=MO;BYSETPOS=1;BYHOUR=9;BYMINUTE=0",
+    )
+    exdates = models.JSONField(
+        "excluded dates",
+        default=list,
+        blank=True,
+        help_text='Local date-times to leave out, as a JSON list, e.g. ["2026-12-25T09:00"].',
+    )
+    max_runs = models.PositiveIntegerField(
+        "maximum runs", null=True, blank=True, help_text="Stop after this many runs, e.g. 10."
+    )
+    runs_created = models.PositiveIntegerField("runs created", default=0, editable=False)
+    parameters = models.JSONField(
+        "parameter values",
+        default=dict,
+        blank=True,
+        help_text='Values for the definition\'s parameters, e.g. {"steps": 10}.',
+    )
+    resource = models.ForeignKey(
+        ExecutionResource,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Blank: the definition's default resource.",
+    )
+    enabled = models.BooleanField("enabled", default=True)
+    next_due_at = models.DateTimeField("next due", null=True, blank=True, editable=False)
+    last_due_at = models.DateTimeField("last due", null=True, blank=True, editable=False)
+    misfire_policy = models.CharField(
+        "missed runs", max_length=10, choices=Misfire.choices, default=Misfire.RUN_ONCE
+    )
+    misfire_grace_seconds = models.PositiveIntegerField(
+        "grace period (seconds)",
+        default=300,
+        help_text="An occurrence missed by less than this still runs, e.g. 300.",
+    )
+    misfire_max_runs = models.PositiveIntegerField(
+        "catch-up cap", default=10, help_text="With 'run each': at most this many catch-up runs."
+    )
+    overlap_policy = models.CharField(
+        "overlap", max_length=10, choices=Overlap.choices, default=Overlap.ALLOW
+    )
+    last_error = models.TextField("last error", blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "recurrence"
+        ordering = ["definition__name", "name"]
+        indexes = [
+            # Schedule tick: Recurrence.objects.filter(enabled=True, next_due_at__lte=now)
+            # -- its cost follows the number due, not the number that exist.
+            models.Index(
+                fields=["next_due_at"],
+                condition=Q(enabled=True),
+                name="recurrence_due_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.definition.name}: {self.name}"
+
+    def clean(self) -> None:
+        from scheduler import recurrence as maths
+
+        errors = maths.validate(self)
+        if errors:
+            raise ValidationError(errors)
+
+
+class Run(models.Model):
+    """One execution of a definition, from QUEUED to a final state."""
+
+    class State(models.TextChoices):
+        QUEUED = "QUEUED", "queued"
+        SUBMITTED = "SUBMITTED", "submitted"
+        RUNNING = "RUNNING", "running"
+        SUCCEEDED = "SUCCEEDED", "succeeded"
+        FAILED = "FAILED", "failed"
+        CANCELLED = "CANCELLED", "cancelled"
+        TIMED_OUT = "TIMED_OUT", "timed out"
+        LOST = "LOST", "lost"
+
+    FINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT", "LOST")
+    ACTIVE_STATES = ("SUBMITTED", "RUNNING")
+
+    definition = models.ForeignKey(TaskDefinition, on_delete=models.PROTECT, related_name="runs")
+    resource = models.ForeignKey(ExecutionResource, on_delete=models.PROTECT, related_name="runs")
+    recurrence = models.ForeignKey(
+        Recurrence, on_delete=models.SET_NULL, null=True, blank=True, related_name="runs"
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    due_at = models.DateTimeField("due", default=timezone.now)
+    parameters = models.JSONField("parameters", default=dict, blank=True)
+    args = models.JSONField("arguments", default=list, blank=True)
+    state = models.CharField("state", max_length=10, choices=State.choices, default=State.QUEUED)
+    attempt = models.PositiveIntegerField("attempt", default=1)
+    retry_of = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="retries",
+        help_text="The first run of this chain of retries.",
+    )
+    saga_job_id = models.CharField("SAGA job id", max_length=500, blank=True)
+    run_directory = models.CharField("run directory", max_length=1000, blank=True)
+    progress = models.PositiveSmallIntegerField("progress %", default=0)
+    status_message = models.CharField("status", max_length=1000, blank=True)
+    exit_code = models.IntegerField("exit code", null=True, blank=True)
+    error = models.TextField("error", blank=True)
+    queued_at = models.DateTimeField("queued", default=timezone.now)
+    submitted_at = models.DateTimeField("submitted", null=True, blank=True)
+    started_at = models.DateTimeField("started", null=True, blank=True)
+    finished_at = models.DateTimeField("finished", null=True, blank=True)
+    cancel_requested_at = models.DateTimeField("cancel requested", null=True, blank=True)
+    poller = models.CharField("poller", max_length=200, blank=True)
+    lease_expires_at = models.DateTimeField("lease expires", null=True, blank=True)
+    events_offset = models.BigIntegerField("events read up to (bytes)", default=0)
+    events_seq = models.BigIntegerField("last event applied", default=0)
+
+    class Meta:
+        verbose_name = "run"
+        ordering = ["-queued_at", "-id"]
+        permissions = [
+            ("cancel_run", "Can cancel runs"),
+            ("rerun_run", "Can run a task again"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["recurrence", "due_at"],
+                condition=Q(recurrence__isnull=False),
+                name="run_one_per_occurrence",
+            ),
+            models.CheckConstraint(
+                condition=Q(progress__gte=0) & Q(progress__lte=100),
+                name="run_progress_0_100",
+            ),
+            models.CheckConstraint(
+                condition=~Q(state__in=["SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT", "LOST"])
+                | Q(finished_at__isnull=False),
+                name="run_final_has_finish_time",
+            ),
+        ]
+        indexes = [
+            # Admin run list default ordering: ORDER BY queued_at DESC, id DESC LIMIT 100.
+            models.Index(fields=["-queued_at", "-id"], name="run_list_order_idx"),
+            # Poller claim: state='QUEUED' AND due_at <= now ORDER BY due_at.
+            # Poller tracking: state IN ('SUBMITTED','RUNNING'); dashboard counts per state.
+            models.Index(fields=["state", "due_at"], name="run_state_due_idx"),
+            # Definition page / per-definition statistics: runs of one definition, newest first.
+            models.Index(fields=["definition", "-queued_at"], name="run_definition_idx"),
+            # Dashboard "recent failures" and timeline: finished runs by finish time.
+            models.Index(fields=["finished_at"], name="run_finished_idx"),
+            # Overlap policy: is a run of this recurrence still in flight?
+            models.Index(fields=["recurrence", "state"], name="run_recurrence_state_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"Run {self.pk} of {self.definition.name}" if self.definition_id else f"Run {self.pk}"
+        )
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in self.FINAL_STATES
+
+    @property
+    def duration(self):
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        if self.started_at:
+            return timezone.now() - self.started_at
+        return None
+
+
+class StatusMessage(models.Model):
+    class Level(models.TextChoices):
+        DEBUG = "debug", "debug"
+        INFO = "info", "info"
+        WARNING = "warning", "warning"
+        ERROR = "error", "error"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="messages")
+    created_at = models.DateTimeField("time", default=timezone.now)
+    level = models.CharField("level", max_length=10, choices=Level.choices, default=Level.INFO)
+    text = models.TextField("text")
+    progress = models.PositiveSmallIntegerField("progress %", null=True, blank=True)
+    seq = models.BigIntegerField("event number", null=True, blank=True)
+
+    class Meta:
+        verbose_name = "status message"
+        ordering = ["created_at", "id"]
+        indexes = [
+            # Run page and live view: a run's messages, newest last (and "newer than id N").
+            models.Index(fields=["run", "id"], name="message_run_idx"),
+        ]
+        constraints = [
+            # An event is applied once, even when the poller re-reads events.jsonl.
+            models.UniqueConstraint(
+                fields=["run", "seq"], condition=Q(seq__isnull=False), name="message_once_per_event"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.text[:80]
+
+
+class OutputFile(models.Model):
+    class Kind(models.TextChoices):
+        OUTPUT = "output", "output"
+        STDOUT = "stdout", "stdout"
+        STDERR = "stderr", "stderr"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="files")
+    name = models.CharField("name", max_length=200)
+    size = models.BigIntegerField("size (bytes)", default=0)
+    sha256 = models.CharField("SHA-256", max_length=64, blank=True)
+    content_type = models.CharField("content type", max_length=200, blank=True)
+    stored_path = models.CharField(
+        "stored path", max_length=500, help_text="Relative to SCHEDULER_FILE_ROOT."
+    )
+    kind = models.CharField("kind", max_length=10, choices=Kind.choices, default=Kind.OUTPUT)
+    created_at = models.DateTimeField("brought home", default=timezone.now)
+
+    class Meta:
+        verbose_name = "output file"
+        ordering = ["kind", "name"]
+        permissions = [("download_outputfile", "Can download output files")]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "kind", "name"], name="outputfile_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def absolute_path(self) -> Path:
+        return Path(settings.SCHEDULER_FILE_ROOT) / self.stored_path
+
+
+class PollerHeartbeat(models.Model):
+    ident = models.CharField("identity", max_length=200, unique=True)
+    host = models.CharField("host", max_length=200)
+    pid = models.PositiveIntegerField("pid")
+    started_at = models.DateTimeField("started")
+    last_seen_at = models.DateTimeField("last seen")
+    version = models.CharField("version", max_length=50, blank=True)
+    stopped_at = models.DateTimeField("stopped", null=True, blank=True)
+
+    class Meta:
+        verbose_name = "poller heartbeat"
+        ordering = ["-last_seen_at"]
+
+    def __str__(self) -> str:
+        return self.ident
+
+    def is_alive(self, now=None) -> bool:
+        now = now or timezone.now()
+        if self.stopped_at:
+            return False
+        limit = max(30.0, settings.SCHEDULER_POLL_INTERVAL * 10)
+        return (now - self.last_seen_at).total_seconds() < limit
+
+
+class AuditEvent(models.Model):
+    created_at = models.DateTimeField("time", default=timezone.now, db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    username = models.CharField("user name", max_length=150, blank=True)
+    ip = models.GenericIPAddressField("address", null=True, blank=True)
+    action = models.CharField("action", max_length=50, db_index=True)
+    object_type = models.CharField("object type", max_length=50, blank=True)
+    object_id = models.CharField("object id", max_length=50, blank=True)
+    detail = models.JSONField("detail", default=dict, blank=True)
+
+    class Meta:
+        verbose_name = "audit event"
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.username} {self.action}"
+
+
+class ApiToken(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField("name", max_length=100, help_text="What the token is for, e.g. CI.")
+    key_hash = models.CharField("key hash", max_length=64, unique=True, editable=False)
+    prefix = models.CharField("prefix", max_length=8, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"

@@ -1,0 +1,351 @@
+"""Every change of a run's state goes through here.
+
+Views, admin actions, the API, management commands and the poller are thin entry
+points that call these keyword-only functions. Each writes only the fields it
+owns (``update()`` with a state condition, or ``save(update_fields=...)``), so an
+operator's edit is never overwritten and two pollers never both win a transition.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from scheduler.exceptions import SchedulerError
+from scheduler.models import (
+    AuditEvent,
+    ExecutionResource,
+    PollerHeartbeat,
+    Recurrence,
+    Run,
+    StatusMessage,
+    TaskDefinition,
+)
+from scheduler.parameters import ParameterError, clean_parameters
+
+logger = logging.getLogger(__name__)
+
+FINAL = Run.FINAL_STATES
+
+
+def default_resource_for(definition: TaskDefinition) -> ExecutionResource:
+    if definition.default_resource_id:
+        return definition.default_resource
+    resource = ExecutionResource.objects.filter(name="local").first()
+    if resource is None:
+        raise SchedulerError(
+            f"Definition {definition.name!r} has no default resource and no resource named "
+            "'local' exists."
+        )
+    return resource
+
+
+def run_enqueue(
+    *,
+    definition: TaskDefinition,
+    parameters: dict[str, Any] | None = None,
+    resource: ExecutionResource | None = None,
+    due_at: dt.datetime | None = None,
+    requested_by=None,
+    recurrence: Recurrence | None = None,
+    attempt: int = 1,
+    retry_of: Run | None = None,
+) -> Run:
+    """Queue a run of ``definition``; parameters are checked against its typed parameters."""
+    if not definition.enabled:
+        raise SchedulerError(f"Definition {definition.name!r} is disabled.")
+    try:
+        cleaned = clean_parameters(definition, parameters)
+    except ParameterError as exc:
+        raise SchedulerError(f"Bad parameters for {definition.name!r}: {exc}") from None
+    resource = resource or default_resource_for(definition)
+    if not resource.enabled:
+        raise SchedulerError(f"Resource {resource.name!r} is disabled.")
+    now = timezone.now()
+    return Run.objects.create(
+        definition=definition,
+        resource=resource,
+        parameters=cleaned,
+        args=list(definition.default_args or []),
+        due_at=due_at or now,
+        queued_at=now,
+        requested_by=requested_by,
+        recurrence=recurrence,
+        attempt=attempt,
+        retry_of=retry_of,
+    )
+
+
+def run_enqueue_occurrence(*, recurrence: Recurrence, due_at: dt.datetime) -> Run | None:
+    """Queue the run of one occurrence; None if it exists already (idempotent)."""
+    try:
+        with transaction.atomic():
+            return run_enqueue(
+                definition=recurrence.definition,
+                parameters=recurrence.parameters,
+                resource=recurrence.resource,
+                due_at=due_at,
+                recurrence=recurrence,
+            )
+    except IntegrityError:
+        # The unique (recurrence, due_at) constraint: another poller, or this one
+        # before a restart, made it already.
+        return None
+
+
+def run_again(*, run: Run, requested_by=None) -> Run:
+    return run_enqueue(
+        definition=run.definition,
+        parameters=run.parameters,
+        resource=run.resource,
+        requested_by=requested_by,
+    )
+
+
+def run_claim(*, run_id: int, poller: str, now: dt.datetime | None = None) -> bool:
+    """Take a due QUEUED run for ``poller``. False if another poller took it first."""
+    now = now or timezone.now()
+    taken = Run.objects.filter(pk=run_id, state=Run.State.QUEUED, due_at__lte=now).update(
+        state=Run.State.SUBMITTED,
+        poller=poller,
+        lease_expires_at=now + dt.timedelta(seconds=settings.SCHEDULER_LEASE_SECONDS),
+        submitted_at=now,
+    )
+    return taken == 1
+
+
+def run_mark_submitted(*, run: Run, job_id: str, run_directory: str) -> bool:
+    changed = Run.objects.filter(pk=run.pk, state=Run.State.SUBMITTED).update(
+        saga_job_id=job_id, run_directory=run_directory
+    )
+    run.saga_job_id, run.run_directory = job_id, run_directory
+    return changed == 1
+
+
+def run_mark_running(*, run: Run, started_at: dt.datetime | None = None) -> bool:
+    started_at = started_at or timezone.now()
+    changed = Run.objects.filter(pk=run.pk, state=Run.State.SUBMITTED).update(
+        state=Run.State.RUNNING, started_at=started_at
+    )
+    if changed:
+        run.state, run.started_at = Run.State.RUNNING, started_at
+    return changed == 1
+
+
+def run_renew_leases(*, poller: str, now: dt.datetime | None = None) -> int:
+    now = now or timezone.now()
+    return Run.objects.filter(poller=poller, state__in=Run.ACTIVE_STATES).update(
+        lease_expires_at=now + dt.timedelta(seconds=settings.SCHEDULER_LEASE_SECONDS)
+    )
+
+
+def run_take_over(*, run_id: int, poller: str, now: dt.datetime | None = None) -> bool:
+    """Adopt an in-flight run whose owner's lease expired (owner died or was replaced)."""
+    now = now or timezone.now()
+    changed = (
+        Run.objects.filter(pk=run_id, state__in=Run.ACTIVE_STATES)
+        .filter(Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True) | Q(poller=poller))
+        .update(
+            poller=poller,
+            lease_expires_at=now + dt.timedelta(seconds=settings.SCHEDULER_LEASE_SECONDS),
+        )
+    )
+    return changed == 1
+
+
+def run_finish(
+    *,
+    run: Run,
+    state: str,
+    exit_code: int | None = None,
+    error: str = "",
+    started_at: dt.datetime | None = None,
+    finished_at: dt.datetime | None = None,
+) -> bool:
+    """Move a run to a final state, once. False if it was final already."""
+    if state not in FINAL:
+        raise ValueError(f"{state} is not a final state")
+    finished_at = finished_at or timezone.now()
+    fields: dict[str, Any] = {
+        "state": state,
+        "exit_code": exit_code,
+        "error": error[-10_000:],
+        "finished_at": finished_at,
+        "lease_expires_at": None,
+    }
+    if state == Run.State.SUCCEEDED:
+        fields["progress"] = 100
+    if started_at is not None:
+        fields["started_at"] = started_at
+    changed = Run.objects.filter(pk=run.pk).exclude(state__in=FINAL).update(**fields)
+    if not changed:
+        return False
+    for key, value in fields.items():
+        setattr(run, key, value)
+    if state in (Run.State.FAILED, Run.State.TIMED_OUT, Run.State.LOST):
+        run_retry_if_needed(run=run)
+    return True
+
+
+def run_retry_if_needed(*, run: Run, now: dt.datetime | None = None) -> Run | None:
+    definition = run.definition
+    if run.attempt > definition.max_retries or not definition.enabled:
+        return None
+    if run.cancel_requested_at:
+        return None
+    now = now or timezone.now()
+    backoff = definition.retry_backoff_seconds * (2 ** (run.attempt - 1))
+    first = run.retry_of or run
+    if Run.objects.filter(retry_of=first, attempt=run.attempt + 1).exists():
+        return None
+    retry = Run.objects.create(
+        definition=definition,
+        resource=run.resource,
+        parameters=run.parameters,
+        args=run.args,
+        due_at=now + dt.timedelta(seconds=backoff),
+        queued_at=now,
+        requested_by=run.requested_by,
+        attempt=run.attempt + 1,
+        retry_of=first,
+    )
+    run_add_message(
+        run=run,
+        text=f"Retry {retry.attempt - 1} of {definition.max_retries} queued as run {retry.pk}, "
+        f"due in {backoff} s.",
+    )
+    return retry
+
+
+def run_request_cancel(*, run: Run, user=None) -> str:
+    """Cancel a run: at once if still queued, else ask the poller to end the job.
+
+    Returns what happened: "cancelled", "requested" or "final" (nothing to do).
+    """
+    now = timezone.now()
+    if Run.objects.filter(pk=run.pk, state=Run.State.QUEUED).update(
+        state=Run.State.CANCELLED, cancel_requested_at=now, finished_at=now
+    ):
+        run.refresh_from_db()
+        run_add_message(run=run, text=f"Cancelled while queued{_by(user)}.", level="warning")
+        return "cancelled"
+    if Run.objects.filter(
+        pk=run.pk, state__in=Run.ACTIVE_STATES, cancel_requested_at__isnull=True
+    ).update(cancel_requested_at=now):
+        run.refresh_from_db()
+        run_add_message(run=run, text=f"Cancel requested{_by(user)}.", level="warning")
+        return "requested"
+    run.refresh_from_db()
+    return "requested" if not run.is_final else "final"
+
+
+def _by(user) -> str:
+    return f" by {user.get_username()}" if user is not None and user.is_authenticated else ""
+
+
+def run_add_message(
+    *,
+    run: Run,
+    text: str,
+    level: str = "info",
+    progress: int | None = None,
+    seq: int | None = None,
+    created_at: dt.datetime | None = None,
+) -> StatusMessage | None:
+    """Store a status message; keep the latest text and progress on the run.
+
+    With ``seq`` the message comes from the task's event stream and is stored
+    once, however often the stream is re-read.
+    """
+    limit = settings.SCHEDULER_MESSAGE_MAX_CHARS
+    if len(text) > limit:
+        text = text[:limit] + f" [cut: {len(text)} chars, limit {limit}]"
+    if progress is not None:
+        progress = max(0, min(100, int(progress)))
+    try:
+        with transaction.atomic():
+            message = StatusMessage.objects.create(
+                run=run,
+                text=text,
+                level=level,
+                progress=progress,
+                seq=seq,
+                created_at=created_at or timezone.now(),
+            )
+    except IntegrityError:
+        return None
+    fields: dict[str, Any] = {}
+    if level in ("info", "warning", "error"):
+        fields["status_message"] = text[:1000]
+    if progress is not None:
+        fields["progress"] = progress
+    if fields:
+        Run.objects.filter(pk=run.pk).update(**fields)
+        for key, value in fields.items():
+            setattr(run, key, value)
+    return message
+
+
+def heartbeat_beat(
+    *, ident: str, host: str, pid: int, started_at: dt.datetime, version: str
+) -> PollerHeartbeat:
+    now = timezone.now()
+    beat, _ = PollerHeartbeat.objects.update_or_create(
+        ident=ident,
+        defaults={
+            "host": host,
+            "pid": pid,
+            "started_at": started_at,
+            "last_seen_at": now,
+            "version": version,
+            "stopped_at": None,
+        },
+    )
+    return beat
+
+
+def heartbeat_stop(*, ident: str) -> None:
+    PollerHeartbeat.objects.filter(ident=ident).update(stopped_at=timezone.now())
+
+
+def resource_record_error(*, resource: ExecutionResource, error: str) -> None:
+    now = timezone.now()
+    ExecutionResource.objects.filter(pk=resource.pk).update(
+        last_error=error[-4000:], last_error_at=now
+    )
+    resource.last_error, resource.last_error_at = error[-4000:], now
+
+
+def resource_record_ok(*, resource: ExecutionResource) -> None:
+    now = timezone.now()
+    ExecutionResource.objects.filter(pk=resource.pk).update(last_ok_at=now)
+    resource.last_ok_at = now
+
+
+def audit_record(
+    *,
+    action: str,
+    user=None,
+    ip: str | None = None,
+    obj: Any = None,
+    detail: dict[str, Any] | None = None,
+) -> AuditEvent:
+    return AuditEvent.objects.create(
+        action=action,
+        user=user if user is not None and user.is_authenticated else None,
+        username=user.get_username() if user is not None and user.is_authenticated else "",
+        ip=ip,
+        object_type=obj._meta.model_name if obj is not None else "",
+        object_id=str(obj.pk) if obj is not None else "",
+        detail=detail or {},
+    )
+
+
+def client_ip(request) -> str | None:
+    return request.META.get("REMOTE_ADDR") or None

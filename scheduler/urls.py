@@ -1,0 +1,14 @@
+from django.urls import path
+
+from scheduler.views import files
+
+app_name = "scheduler"
+
+urlpatterns = [
+    path("runs/<int:run_id>/files/", files.run_files, name="run-files"),
+    path(
+        "runs/<int:run_id>/files/<int:file_id>/download/",
+        files.download,
+        name="file-download",
+    ),
+]
