@@ -1,0 +1,70 @@
+"""Fixtures shared by the suite: users in every role, a definition, isolated stores."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Group, User
+
+from scheduler.models import ExecutionResource, TaskDefinition, TaskParameter
+from scheduler.roles import ADMINISTRATORS, OPERATORS, VIEWERS, sync_roles
+
+pytest_plugins: list[str] = []
+
+PASSWORD = "correct horse battery staple 42"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_stores(settings, tmp_path):
+    """Each test gets its own file store and local run root."""
+    settings.SCHEDULER_FILE_ROOT = tmp_path / "files"
+    settings.SCHEDULER_RUN_ROOT = tmp_path / "runs"
+    settings.AXES_ENABLED = False
+
+
+def _user(username: str, *, group: str | None = None, staff: bool = True, superuser=False):
+    user = User.objects.create_user(username, f"{username}@example.org", PASSWORD)
+    user.is_staff = staff
+    user.is_superuser = superuser
+    user.save()
+    if group:
+        user.groups.add(Group.objects.get(name=group))
+    return user
+
+
+@pytest.fixture
+def roles(db):
+    sync_roles()
+    return {
+        "viewer": _user("viewer", group=VIEWERS),
+        "operator": _user("operator", group=OPERATORS),
+        "administrator": _user("administrator", group=ADMINISTRATORS),
+        "superuser": _user("root", superuser=True),
+        "nonstaff": _user("visitor", staff=False, group=OPERATORS),
+    }
+
+
+@pytest.fixture
+def local_resource(db):
+    return ExecutionResource.objects.get(name="local")
+
+
+@pytest.fixture
+def definition(db, local_resource):
+    """A definition of the hello world program with one parameter of each type."""
+    d = TaskDefinition.objects.create(
+        name="Hello", program="hello.py", default_resource=local_resource
+    )
+    for pos, (name, kind, default, extra) in enumerate(
+        [
+            ("greeting", "string", "hello", {}),
+            ("count", "integer", "1", {}),
+            ("ratio", "float", "", {}),
+            ("loud", "boolean", "", {}),
+            ("fmt", "choice", "csv", {"choices": ["csv", "xlsx"]}),
+            ("day", "date", "", {}),
+        ]
+    ):
+        TaskParameter.objects.create(
+            definition=d, name=name, type=kind, default=default, position=pos, **extra
+        )
+    return d
