@@ -65,7 +65,8 @@ def run_enqueue(
     except ParameterError as exc:
         raise SchedulerError(f"Bad parameters for {definition.name!r}: {exc}") from None
     resource = resource or default_resource_for(definition)
-    if not resource.enabled:
+    # Asked of the database: the caller's resource object may be stale.
+    if not ExecutionResource.objects.filter(pk=resource.pk, enabled=True).exists():
         raise SchedulerError(f"Resource {resource.name!r} is disabled.")
     now = timezone.now()
     return Run.objects.create(
