@@ -140,6 +140,10 @@ DATABASES = {
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
     )
 }
+if os.environ.get("SCHEDULER_DATABASE_NAME"):
+    # Set by the poller for local task programs (scheduler_client.setup_django), so
+    # they open the very database the poller uses, the test database included.
+    DATABASES["default"]["NAME"] = os.environ["SCHEDULER_DATABASE_NAME"]
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server and the poller share one SQLite file: WAL lets readers run
     # beside a writer, IMMEDIATE transactions take the write lock up front so two
