@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from django.contrib.auth.models import Group, User
 
@@ -11,6 +13,10 @@ from scheduler.roles import ADMINISTRATORS, OPERATORS, VIEWERS, sync_roles
 pytest_plugins: list[str] = []
 
 PASSWORD = "correct horse battery staple 42"
+
+# Task programs started by the poller during tests set Django up in their own
+# process (scheduler_client.setup_django); they inherit this environment.
+os.environ.setdefault("SECRET_KEY", "test-only-secret-key-for-task-programs-0123456789abcdef")
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +51,11 @@ def roles(db):
 
 @pytest.fixture
 def local_resource(db):
-    return ExecutionResource.objects.get(name="local")
+    # get_or_create: transactional tests flush the row the migration made.
+    resource, _ = ExecutionResource.objects.get_or_create(
+        name="local", defaults={"job_service_url": "fork://localhost"}
+    )
+    return resource
 
 
 @pytest.fixture
