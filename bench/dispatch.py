@@ -1,0 +1,110 @@
+"""Dispatch throughput: N trivial runs queued at once on fork://localhost.
+
+Prints runs per second from queued to final through the real poller, and beside
+it, in the same run, the same program started bare by `xargs -P 2` through the
+same launcher (scheduler_client.py run), and the ratio.
+
+    .venv/bin/python bench/dispatch.py --runs 300 --services 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+from common import PY, ROOT, make_site, setup_django
+
+
+def bare(n: int) -> float:
+    work = Path(tempfile.mkdtemp(prefix="scheduler-bare-"))
+    client = ROOT / "task_programs" / "scheduler_client.py"
+    program = ROOT / "bench" / "programs" / "trivial.py"
+    dirs = []
+    for i in range(n):
+        d = work / f"run-{i}"
+        (d / "outputs").mkdir(parents=True)
+        shutil.copy(client, d)
+        shutil.copy(program, d)
+        (d / "run.json").write_text(json.dumps({"v": 1, "run_id": i, "parameters": {}, "args": []}))
+        dirs.append(str(d))
+    script = f'cd "$1" && SCHEDULER_RUN_DIR="$1" {PY} scheduler_client.py run trivial.py >stdout.txt 2>stderr.txt'
+    start = time.monotonic()
+    subprocess.run(
+        ["xargs", "-P", "2", "-n", "1", "sh", "-c", script, "sh"],
+        input="\n".join(dirs).encode(),
+        check=True,
+    )
+    elapsed = time.monotonic() - start
+    ok = sum(1 for d in dirs if (Path(d) / "exit.json").exists())
+    shutil.rmtree(work)
+    assert ok == n, f"bare: only {ok} of {n} wrote an exit record"
+    return n / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--services", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+
+    env = make_site()
+    setup_django(env)
+    from scheduler import services
+    from scheduler.models import ExecutionResource, Run, TaskDefinition
+
+    local = ExecutionResource.objects.get(name="local")
+    local.max_concurrent_runs = args.concurrency
+    local.save()
+    definition = TaskDefinition.objects.create(name="trivial", program="trivial.py")
+    poller = subprocess.Popen(
+        [PY, "manage.py", "run_poller", "--services", str(args.services), "--interval", "0.2"],
+        cwd=ROOT,
+        env=env,
+    )
+    # Let the poller create its job services before the clock starts: a
+    # long-lived poller has them already.
+    time.sleep(1.5 + 0.2 * args.services)
+    proc = psutil.Process(poller.pid)
+    start = time.monotonic()
+    for _ in range(args.runs):
+        services.run_enqueue(definition=definition)
+    peak_rss = 0
+    while True:
+        done = Run.objects.filter(state__in=Run.FINAL_STATES).count()
+        peak_rss = max(peak_rss, proc.memory_info().rss)
+        if done >= args.runs:
+            break
+        if time.monotonic() - start > 600:
+            raise SystemExit(f"timed out: {done} of {args.runs} final")
+        time.sleep(0.1)
+    elapsed = time.monotonic() - start
+    poller.terminate()
+    poller.wait(timeout=60)
+    states = dict(
+        Run.objects.values_list("state").annotate(
+            n=__import__("django.db.models").db.models.Count("pk")
+        )
+    )
+    files = sum(1 for r in Run.objects.all() if r.files.filter(kind="output").exists())
+    rate = args.runs / elapsed
+    bare_rate = bare(args.runs)
+    print(
+        f"runs: {args.runs}, job services: {args.services}, concurrency limit: {args.concurrency}"
+    )
+    print(f"final states: {states}; runs with their output file home: {files}")
+    print(
+        f"poller: {rate:.1f} runs/s queued->final ({elapsed:.1f} s), peak poller RSS {peak_rss / 2**20:.0f} MiB"
+    )
+    print(f"bare xargs -P 2 with the same launcher: {bare_rate:.1f} runs/s")
+    print(f"ratio poller/bare: {rate / bare_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()

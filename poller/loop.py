@@ -1,0 +1,541 @@
+"""The poller: one tick = small single-purpose steps that tests can call one by one.
+
+    heartbeat -> materialise schedules -> adopt orphaned runs -> claim -> launch
+    -> track (events, exit records, SAGA state) -> enforce (cancels, timeouts)
+
+Safety rests on three things: claims and final transitions are conditional
+updates (scheduler.services), the SAGA job id is stored as soon as SAGA returns
+it, and the launcher in the run directory refuses to start a program twice (its
+``launched`` marker), so re-submitting a run whose job id was lost in a crash is
+harmless. Completion is read from the exit record the launcher writes, so a
+finished job is seen without asking SAGA about every job on every tick, and even
+after a batch system forgot the job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+from django.db.models import Count, Q
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from poller import rundir as rundirs
+from poller.events import read_new_events
+from scheduler import services
+from scheduler.models import ExecutionResource, Recurrence, Run
+
+logger = logging.getLogger(__name__)
+
+VERSION = "1.0"
+CLIENT_PATH = settings.BASE_DIR / "task_programs" / "scheduler_client.py"
+# How often a job with no exit record yet is asked about in SAGA (seconds); the
+# exit record is read every tick, which is what notices almost every ending.
+SAGA_CHECK_SECONDS = 15.0
+# A job SAGA calls ended, with no exit record: wait this long for the record to
+# appear (a slow shared filesystem) before calling the run lost.
+EXIT_RECORD_GRACE_SECONDS = 5.0
+# A resource that failed is left alone this long before it is tried again.
+RESOURCE_RETRY_SECONDS = 30.0
+# Launcher exit status when a run directory was launched before (see scheduler_client).
+ALREADY_LAUNCHED_EXIT = 75
+
+
+@dataclass
+class _Flight:
+    """What this poller remembers about a run in flight between ticks."""
+
+    last_saga_check: float = 0.0
+    saga_done_at: float | None = None
+    launched_here: bool = False
+
+
+@dataclass
+class Poller:
+    name: str = ""
+    services_per_resource: int = 0
+    ident: str = field(init=False)
+    pid: int = field(init=False)
+    started_at: Any = field(init=False)
+    stop_requested: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        # A restarted poller with the same name is the same poller: it takes its
+        # runs back at once instead of waiting for their leases to expire.
+        self.ident = self.name or socket.gethostname()
+        self.pid = os.getpid()
+        self.started_at = timezone.now()
+        self.services_per_resource = (
+            self.services_per_resource or settings.SCHEDULER_SERVICES_PER_RESOURCE
+        )
+        self._pools: dict[int, Any] = {}
+        self._resource_down_until: dict[int, float] = {}
+        self._flights: dict[int, _Flight] = {}
+        self._threads = ThreadPoolExecutor(max_workers=max(2, self.services_per_resource * 2))
+
+    # ----------------------------------------------------------------- the loop
+    def tick(self) -> bool:
+        """One pass over every step; True if any step found work."""
+        close_old_connections()
+        found = False
+        for step in (
+            self.heartbeat,
+            self.materialize_schedules,
+            self.adopt_orphans,
+            self.claim_and_launch,
+            self.track,
+            self.enforce_cancels_and_timeouts,
+        ):
+            if self.stop_requested:
+                break
+            try:
+                found = bool(step()) or found
+            except Exception:
+                # One failing step never stops the poller; it is tried next tick.
+                logger.exception("poller step %s failed", step.__name__)
+        return found
+
+    def run_forever(self, *, interval: float | None = None) -> None:
+        interval = settings.SCHEDULER_POLL_INTERVAL if interval is None else interval
+        logger.info("poller %s (pid %s) started", self.ident, self.pid)
+        try:
+            while not self.stop_requested:
+                found = self.tick()
+                if not found and not self.stop_requested:
+                    self._sleep(interval)
+        finally:
+            self.close()
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self.stop_requested and time.monotonic() < end:
+            time.sleep(min(0.05, max(0.0, end - time.monotonic())))
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=True)
+        for pool in self._pools.values():
+            try:
+                pool.close()
+            except Exception:
+                logger.exception("closing a job service pool failed")
+        self._pools.clear()
+        try:
+            services.heartbeat_stop(ident=self.ident)
+        except Exception:
+            logger.exception("could not record the poller's stop")
+
+    # --------------------------------------------------------------- 1 heartbeat
+    def heartbeat(self) -> bool:
+        services.heartbeat_beat(
+            ident=self.ident,
+            host=socket.gethostname(),
+            pid=self.pid,
+            started_at=self.started_at,
+            version=VERSION,
+        )
+        services.run_renew_leases(poller=self.ident)
+        return False
+
+    # ----------------------------------------------------- 2 schedules -> runs
+    def materialize_schedules(self) -> bool:
+        try:
+            from scheduler.scheduling import schedule_materialize
+        except ImportError:
+            return False
+        return bool(schedule_materialize(now=timezone.now()))
+
+    # ---------------------------------------- 7 reattach after restart/takeover
+    def adopt_orphans(self) -> bool:
+        """Take over in-flight runs whose poller's lease expired."""
+        now = timezone.now()
+        orphans = Run.objects.filter(state__in=Run.ACTIVE_STATES, lease_expires_at__lt=now).exclude(
+            poller=self.ident
+        )
+        adopted = 0
+        for run_id in orphans.values_list("pk", flat=True)[:500]:
+            if services.run_take_over(run_id=run_id, poller=self.ident, now=now):
+                adopted += 1
+                logger.info("adopted run %s", run_id)
+        return adopted > 0
+
+    # ------------------------------------------------------- 2+3 claim, launch
+    def claim(self) -> list[Run]:
+        """Claim due QUEUED runs within the per-resource and per-definition limits."""
+        now = timezone.now()
+        active = Run.objects.filter(state__in=Run.ACTIVE_STATES)
+        per_resource = dict(
+            active.values("resource_id").annotate(n=Count("pk")).values_list("resource_id", "n")
+        )
+        per_definition = dict(
+            active.values("definition_id").annotate(n=Count("pk")).values_list("definition_id", "n")
+        )
+        busy_recurrences = set(
+            active.filter(recurrence__overlap_policy=Recurrence.Overlap.QUEUE).values_list(
+                "recurrence_id", flat=True
+            )
+        )
+        resources = {
+            r.pk: r
+            for r in ExecutionResource.objects.filter(enabled=True)
+            if self._resource_down_until.get(r.pk, 0) <= time.monotonic()
+        }
+        room = {pk: r.max_concurrent_runs - per_resource.get(pk, 0) for pk, r in resources.items()}
+        if not any(v > 0 for v in room.values()):
+            return []
+        candidates = (
+            Run.objects.filter(
+                state=Run.State.QUEUED, due_at__lte=now, resource_id__in=list(resources)
+            )
+            .select_related("definition", "resource", "recurrence")
+            .order_by("due_at", "id")[: max(50, sum(max(v, 0) for v in room.values()) * 2)]
+        )
+        claimed: list[Run] = []
+        for run in candidates:
+            if room.get(run.resource_id, 0) <= 0:
+                continue
+            limit = run.definition.max_concurrent_runs
+            if limit is not None and per_definition.get(run.definition_id, 0) >= limit:
+                continue
+            if (
+                run.recurrence_id
+                and run.recurrence.overlap_policy == Recurrence.Overlap.QUEUE
+                and run.recurrence_id in busy_recurrences
+            ):
+                continue
+            if services.run_claim(run_id=run.pk, poller=self.ident, now=now):
+                run.state = Run.State.SUBMITTED
+                room[run.resource_id] -= 1
+                per_definition[run.definition_id] = per_definition.get(run.definition_id, 0) + 1
+                if run.recurrence_id:
+                    busy_recurrences.add(run.recurrence_id)
+                claimed.append(run)
+        return claimed
+
+    def claim_and_launch(self) -> bool:
+        runs = self.claim()
+        # Runs claimed by this poller (or its previous incarnation) that never got
+        # a job id: the poller died between claim and submit. Submit again; the
+        # launcher's marker makes a second start of the program impossible.
+        unsent = Run.objects.filter(
+            poller=self.ident, state=Run.State.SUBMITTED, saga_job_id=""
+        ).exclude(pk__in=[r.pk for r in runs] + [pk for pk in self._flights])
+        runs += list(unsent.select_related("definition", "resource")[:200])
+        if not runs:
+            return False
+        self.launch(runs)
+        return True
+
+    def launch(self, runs: list[Run]) -> None:
+        """Stage and submit runs, several at once across the job services."""
+        futures = [(run, self._threads.submit(self._stage_and_submit, run)) for run in runs]
+        for run, future in futures:
+            try:
+                job_id, run_dir = future.result()
+            except Exception as exc:  # noqa: BLE001 - any failure is reported on the run
+                self._launch_failed(run, exc)
+                continue
+            services.run_mark_submitted(run=run, job_id=job_id, run_directory=run_dir)
+            self._flights[run.pk] = _Flight(last_saga_check=time.monotonic(), launched_here=True)
+            services.resource_record_ok(resource=run.resource)
+
+    def _stage_and_submit(self, run: Run) -> tuple[str, str]:
+        try:
+            resource = run.resource
+            files = rundirs.for_resource(resource)
+            run_dir = files.run_dir(run.pk)
+            program = run.definition.program_path()
+            run_json = {
+                "v": 1,
+                "run_id": run.pk,
+                "definition": run.definition.name,
+                "parameters": run.parameters,
+                "args": [str(a) for a in run.args],
+                "program": program.name,
+            }
+            env = {"SCHEDULER_RUN_DIR": run_dir, "SCHEDULER_RUN_ID": str(run.pk)}
+            if resource.is_local():
+                # Local programs may use the site's models (scheduler_client.setup_django):
+                # same code, same settings, same database as this poller.
+                run_json["site_dir"] = str(settings.BASE_DIR)
+                run_json["settings_module"] = os.environ.get(
+                    "DJANGO_SETTINGS_MODULE", "project.settings"
+                )
+                env["SCHEDULER_DATABASE_NAME"] = str(connection.settings_dict["NAME"])
+            files.stage(
+                run_dir,
+                {
+                    "scheduler_client.py": CLIENT_PATH.read_bytes(),
+                    program.name: program.read_bytes(),
+                    "run.json": json.dumps(run_json, indent=1).encode(),
+                },
+            )
+            from poller.saga_executor import JobSpec
+
+            spec = JobSpec(
+                run_id=run.pk,
+                executable=resource.python
+                or (sys.executable if resource.is_local() else "python3"),
+                arguments=["scheduler_client.py", "run", program.name, *run_json["args"]],
+                environment=env,
+                working_directory=run_dir,
+                output="stdout.txt",
+                error="stderr.txt",
+                queue=resource.queue,
+                project=resource.project,
+                wall_time_minutes=_wall_time_minutes(run),
+            )
+            job_id = self._pool(resource).submit(spec)
+            return job_id, run_dir
+        finally:
+            close_old_connections()
+
+    def _launch_failed(self, run: Run, exc: Exception) -> None:
+        reason = f"Could not launch on {run.resource.name}: {exc}"
+        logger.warning("run %s: %s", run.pk, reason)
+        services.resource_record_error(resource=run.resource, error=reason)
+        if _is_resource_fault(exc):
+            # The resource is unreachable: put the run back in the queue to wait,
+            # leave the resource alone for a while, try again later.
+            self._resource_down_until[run.resource_id] = time.monotonic() + RESOURCE_RETRY_SECONDS
+            Run.objects.filter(pk=run.pk, state=Run.State.SUBMITTED, saga_job_id="").update(
+                state=Run.State.QUEUED, poller="", lease_expires_at=None
+            )
+            services.run_add_message(run=run, text=reason + " The run waits.", level="warning")
+        else:
+            services.run_add_message(run=run, text=reason, level="error")
+            services.run_finish(run=run, state=Run.State.FAILED, error=reason)
+
+    def _pool(self, resource: ExecutionResource):
+        pool = self._pools.get(resource.pk)
+        if pool is None:
+            from poller.saga_executor import JobServicePool
+
+            pool = JobServicePool(resource, size=self.services_per_resource)
+            self._pools[resource.pk] = pool
+        return pool
+
+    # -------------------------------------------------------------- 4 tracking
+    def track(self) -> bool:
+        mine = (
+            Run.objects.filter(poller=self.ident, state__in=Run.ACTIVE_STATES)
+            .exclude(saga_job_id="")
+            .select_related("definition", "resource")
+        )
+        found = False
+        for run in mine:
+            try:
+                found = self.track_run(run) or found
+            except Exception as exc:  # noqa: BLE001
+                logger.exception("tracking run %s failed", run.pk)
+                if _is_resource_fault(exc):
+                    services.resource_record_error(resource=run.resource, error=str(exc))
+        return found
+
+    def track_run(self, run: Run) -> bool:
+        flight = self._flights.setdefault(run.pk, _Flight())
+        files = rundirs.for_resource(run.resource)
+        found = self.ingest_events(run, files)
+        exit_record = files.read_json(run.run_directory, "exit.json")
+        if exit_record is not None:
+            self.finish_from_exit_record(run, exit_record, files)
+            return True
+        if run.state == Run.State.SUBMITTED and (
+            run.events_offset > 0 or files.exists(run.run_directory, "launched")
+        ):
+            services.run_mark_running(run=run, started_at=_launched_at(files, run))
+            found = True
+        now = time.monotonic()
+        if flight.saga_done_at is None and now - flight.last_saga_check < SAGA_CHECK_SECONDS:
+            return found
+        flight.last_saga_check = now
+        state, exit_code = self._pool(run.resource).state(run.saga_job_id)
+        if state == "Running" and run.state == Run.State.SUBMITTED:
+            services.run_mark_running(run=run)
+            return True
+        if state in ("Done", "Failed", "Canceled", "Unknown"):
+            if exit_code == ALREADY_LAUNCHED_EXIT and files.exists(run.run_directory, "launched"):
+                # A re-submission after a crash found the program started already;
+                # the first launcher's exit record will end this run.
+                return found
+            if flight.saga_done_at is None:
+                flight.saga_done_at = now
+                return found
+            if now - flight.saga_done_at < EXIT_RECORD_GRACE_SECONDS:
+                return found
+            self._finish(
+                run,
+                files,
+                state=Run.State.LOST,
+                exit_code=exit_code,
+                error=(
+                    f"The job ended (SAGA state {state}, exit code {exit_code}) without "
+                    "writing an exit record: the launcher was killed or never started."
+                    + _stderr_tail(files, run)
+                ),
+            )
+            return True
+        return found
+
+    def ingest_events(self, run: Run, files) -> bool:
+        """Apply what is new in the run's events.jsonl, each event once."""
+        data = files.read_from(run.run_directory, "events.jsonl", run.events_offset)
+        if not data:
+            return False
+        events, malformed, new_offset = read_new_events(
+            data, run.events_offset, max_chars=settings.SCHEDULER_MESSAGE_MAX_CHARS
+        )
+        seq = run.events_seq
+        for event in events:
+            if event.seq <= seq:
+                continue
+            seq = event.seq
+            self.apply_event(run, event)
+        for bad in malformed:
+            services.run_add_message(
+                run=run, text=f"Malformed event ignored: {bad.reason}", level="warning"
+            )
+        if new_offset != run.events_offset or seq != run.events_seq:
+            Run.objects.filter(pk=run.pk).update(events_offset=new_offset, events_seq=seq)
+            run.events_offset, run.events_seq = new_offset, seq
+        return bool(events or malformed)
+
+    def apply_event(self, run: Run, event) -> None:
+        kind = event.type
+        created = parse_datetime(event.time) if getattr(event, "time", None) else None
+        if kind in ("status", "log", "fail"):
+            level = event.level or ("error" if kind == "fail" else "info")
+            services.run_add_message(
+                run=run,
+                text=event.message or "",
+                level=level,
+                progress=event.progress if kind == "status" else None,
+                seq=event.seq,
+                created_at=created,
+            )
+        elif kind == "sync":
+            from poller.files_bridge import bring_files_home
+
+            bring_files_home(run, rundirs.for_resource(run.resource))
+
+    def finish_from_exit_record(self, run: Run, record: dict, files) -> None:
+        exit_code = record.get("exit_code")
+        failed = bool(record.get("failed")) or exit_code != 0
+        error = ""
+        if run.cancel_requested_at:
+            state = Run.State.CANCELLED
+        elif failed:
+            state = Run.State.FAILED
+            error = record.get("error") or ""
+            if record.get("signal"):
+                error = f"Killed by signal {record['signal']}. {error}".strip()
+            error = (error or f"Exit code {exit_code}.") + _stderr_tail(files, run)
+        else:
+            state = Run.State.SUCCEEDED
+        self._finish(
+            run,
+            files,
+            state=state,
+            exit_code=exit_code,
+            error=error,
+            started_at=parse_datetime(record["started_at"]) if record.get("started_at") else None,
+            finished_at=parse_datetime(record["finished_at"])
+            if record.get("finished_at")
+            else None,
+        )
+
+    def _finish(self, run: Run, files, **fields) -> None:
+        # Read the last events first, so the final messages are not lost.
+        self.ingest_events(run, files)
+        try:
+            from poller.files_bridge import bring_files_home
+
+            bring_files_home(run, files)
+        except Exception as exc:  # noqa: BLE001
+            logger.exception("bringing files home for run %s failed", run.pk)
+            services.run_add_message(
+                run=run, text=f"Could not bring the files home: {exc}", level="error"
+            )
+        services.run_finish(run=run, **fields)
+        self._flights.pop(run.pk, None)
+
+    # ---------------------------------------------------- 5 cancels, timeouts
+    def enforce_cancels_and_timeouts(self) -> bool:
+        now = timezone.now()
+        mine = Run.objects.filter(poller=self.ident, state__in=Run.ACTIVE_STATES).select_related(
+            "definition", "resource"
+        )
+        due = mine.filter(
+            Q(cancel_requested_at__isnull=False)
+            | Q(definition__timeout_seconds__isnull=False, started_at__isnull=False)
+        )
+        found = False
+        for run in due:
+            if run.cancel_requested_at:
+                self._end_job(run, Run.State.CANCELLED, "Cancelled on request.")
+                found = True
+            elif (now - run.started_at).total_seconds() > run.definition.timeout_seconds:
+                self._end_job(
+                    run,
+                    Run.State.TIMED_OUT,
+                    f"Timed out after {run.definition.timeout_seconds} s; the job was cancelled.",
+                )
+                found = True
+        return found
+
+    def _end_job(self, run: Run, state: str, reason: str) -> None:
+        files = rundirs.for_resource(run.resource)
+        if run.saga_job_id:
+            try:
+                self._pool(run.resource).cancel(run.saga_job_id)
+            except Exception as exc:  # noqa: BLE001
+                services.run_add_message(
+                    run=run, text=f"Cancelling the job failed: {exc}", level="error"
+                )
+                return
+        services.run_add_message(run=run, text=reason, level="warning")
+        self._finish(run, files, state=state, error=reason if state != "CANCELLED" else "")
+
+
+def _wall_time_minutes(run: Run) -> int | None:
+    if run.resource.wall_time_minutes:
+        return run.resource.wall_time_minutes
+    if run.definition.timeout_seconds:
+        # The batch limit a little above our own timeout, so ours fires first.
+        return max(1, -(-run.definition.timeout_seconds // 60) + 1)
+    return None
+
+
+def _launched_at(files, run: Run):
+    record = files.read_json(run.run_directory, "launched")
+    if record and record.get("started_at"):
+        return parse_datetime(record["started_at"])
+    return None
+
+
+def _stderr_tail(files, run: Run, lines: int = 20) -> str:
+    try:
+        data = files.read_tail(run.run_directory, "stderr.txt", 8192)
+    except Exception:  # noqa: BLE001
+        return ""
+    text = data.decode("utf-8", "replace").strip()
+    if not text:
+        return ""
+    return "\n--- last lines of stderr ---\n" + "\n".join(text.splitlines()[-lines:])
+
+
+def _is_resource_fault(exc: Exception) -> bool:
+    from poller.saga_executor import ExecutorError
+
+    return isinstance(exc, (ExecutorError, OSError, ConnectionError)) and not isinstance(
+        exc, FileNotFoundError
+    )
