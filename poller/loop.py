@@ -112,9 +112,21 @@ class Poller:
             while not self.stop_requested:
                 found = self.tick()
                 if not found and not self.stop_requested:
-                    self._sleep(interval)
+                    self._sleep(self._idle_seconds(interval))
         finally:
             self.close()
+
+    def _idle_seconds(self, interval: float) -> float:
+        """Sleep the poll interval, or less when a queued run falls due sooner."""
+        next_due = (
+            Run.objects.filter(state=Run.State.QUEUED)
+            .order_by("due_at")
+            .values_list("due_at", flat=True)
+            .first()
+        )
+        if next_due is None:
+            return interval
+        return max(0.0, min(interval, (next_due - timezone.now()).total_seconds()))
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
