@@ -118,15 +118,17 @@ class Poller:
 
     def _idle_seconds(self, interval: float) -> float:
         """Sleep the poll interval, or less when a queued run falls due sooner."""
+        now = timezone.now()
+        # Only future runs: a due run held back by a limit must not spin the loop.
         next_due = (
-            Run.objects.filter(state=Run.State.QUEUED)
+            Run.objects.filter(state=Run.State.QUEUED, due_at__gt=now)
             .order_by("due_at")
             .values_list("due_at", flat=True)
             .first()
         )
         if next_due is None:
             return interval
-        return max(0.0, min(interval, (next_due - timezone.now()).total_seconds()))
+        return max(0.01, min(interval, (next_due - now).total_seconds()))
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
