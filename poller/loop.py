@@ -369,6 +369,11 @@ class Poller:
             services.run_mark_running(run=run, started_at=_launched_at(files, run))
             found = True
         now = time.monotonic()
+        launcher_gone = run.resource.is_local() and _local_launcher_gone(files, run)
+        if launcher_gone:
+            # Cheap local check: the launcher process is gone without an exit
+            # record, so ask SAGA now rather than at the next periodic check.
+            flight.last_saga_check = 0.0
         if flight.saga_done_at is None and now - flight.last_saga_check < SAGA_CHECK_SECONDS:
             return found
         flight.last_saga_check = now
@@ -377,7 +382,11 @@ class Poller:
             services.run_mark_running(run=run)
             return True
         if state in ("Done", "Failed", "Canceled", "Unknown"):
-            if exit_code == ALREADY_LAUNCHED_EXIT and files.exists(run.run_directory, "launched"):
+            if (
+                exit_code == ALREADY_LAUNCHED_EXIT
+                and files.exists(run.run_directory, "launched")
+                and not launcher_gone
+            ):
                 # A re-submission after a crash found the program started already;
                 # the first launcher's exit record will end this run.
                 return found
@@ -386,19 +395,35 @@ class Poller:
                 return found
             if now - flight.saga_done_at < EXIT_RECORD_GRACE_SECONDS:
                 return found
+            self.finish_without_exit_record(run, files, state, exit_code)
+            return True
+        return found
+
+    def finish_without_exit_record(self, run: Run, files, state: str, exit_code) -> None:
+        """The job ended but the launcher wrote no exit record (it was killed)."""
+        tail = _stderr_tail(files, run)
+        if run.cancel_requested_at:
+            self._finish(run, files, state=Run.State.CANCELLED, exit_code=exit_code)
+        elif state in ("Done", "Failed") and exit_code is not None:
+            signum = exit_code - 128 if exit_code > 128 else (-exit_code if exit_code < 0 else 0)
+            how = f"killed by signal {signum}" if signum else f"ended with exit code {exit_code}"
+            self._finish(
+                run,
+                files,
+                state=Run.State.FAILED,
+                exit_code=exit_code,
+                error=f"The program was {how} before the launcher could write its exit "
+                f"record (SAGA state {state}).{tail}",
+            )
+        else:
             self._finish(
                 run,
                 files,
                 state=Run.State.LOST,
                 exit_code=exit_code,
-                error=(
-                    f"The job ended (SAGA state {state}, exit code {exit_code}) without "
-                    "writing an exit record: the launcher was killed or never started."
-                    + _stderr_tail(files, run)
-                ),
+                error=f"The job is gone (SAGA state {state}) and left no exit record: "
+                f"it cannot be accounted for.{tail}",
             )
-            return True
-        return found
 
     def ingest_events(self, run: Run, files) -> bool:
         """Apply what is new in the run's events.jsonl, each event once."""
@@ -437,7 +462,7 @@ class Poller:
                 created_at=created,
             )
         elif kind == "sync":
-            from poller.files_bridge import bring_files_home
+            from poller.files_home import bring_files_home
 
             bring_files_home(run, rundirs.for_resource(run.resource))
 
@@ -471,7 +496,7 @@ class Poller:
         # Read the last events first, so the final messages are not lost.
         self.ingest_events(run, files)
         try:
-            from poller.files_bridge import bring_files_home
+            from poller.files_home import bring_files_home
 
             bring_files_home(run, files)
         except Exception as exc:  # noqa: BLE001
@@ -534,6 +559,21 @@ def _launched_at(files, run: Run):
     if record and record.get("started_at"):
         return parse_datetime(record["started_at"])
     return None
+
+
+def _local_launcher_gone(files, run: Run) -> bool:
+    record = files.read_json(run.run_directory, "launched")
+    if not record or not isinstance(record.get("pid"), int):
+        return False
+    if record.get("host") not in (None, socket.gethostname()):
+        return False
+    try:
+        os.kill(record["pid"], 0)
+    except ProcessLookupError:
+        return not files.exists(run.run_directory, "exit.json")
+    except PermissionError:
+        return False
+    return False
 
 
 def _stderr_tail(files, run: Run, lines: int = 20) -> str:

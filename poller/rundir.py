@@ -8,13 +8,27 @@ run lives.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 from django.conf import settings
 
 from scheduler.models import ExecutionResource
+
+
+class RefusedFile(Exception):
+    """A file that is not brought home; the message says why, for the operator."""
+
+
+def split_relative(relpath: str) -> list[str]:
+    parts = relpath.replace("\\", "/").split("/")
+    if relpath.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise RefusedFile(f"the path {relpath[:100]!r} leaves the run directory")
+    return parts
 
 
 class LocalRunDirs:
@@ -56,6 +70,47 @@ class LocalRunDirs:
                 return fh.read()
         except FileNotFoundError:
             return b""
+
+    def _open_no_links(self, run_dir: str, relpath: str) -> int:
+        """Open a file below run_dir without following a link anywhere on the way."""
+        parts = split_relative(relpath)
+        fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for part in parts[:-1]:
+                child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = child
+            file_fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+                raise RefusedFile("it is a symbolic link; links are never followed") from None
+            if exc.errno == errno.ENOENT:
+                raise FileNotFoundError(relpath) from None
+            raise
+        finally:
+            os.close(fd)
+        if not stat.S_ISREG(os.fstat(file_fd).st_mode):
+            os.close(file_fd)
+            raise RefusedFile("it is not a regular file")
+        return file_fd
+
+    def regular_file_size(self, run_dir: str, relpath: str) -> int:
+        fd = self._open_no_links(run_dir, relpath)
+        try:
+            return os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+
+    def read_chunks(self, run_dir: str, relpath: str, limit: int) -> Iterator[bytes]:
+        fd = self._open_no_links(run_dir, relpath)
+        with os.fdopen(fd, "rb") as fh:
+            read = 0
+            while read < limit:
+                chunk = fh.read(min(1024 * 1024, limit - read))
+                if not chunk:
+                    return
+                read += len(chunk)
+                yield chunk
 
     def read_json(self, run_dir: str, name: str) -> dict | None:
         data = self.read_from(run_dir, name, 0)

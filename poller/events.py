@@ -1,0 +1,121 @@
+"""Read the task's event stream (events.jsonl): only complete lines, never fatal.
+
+The poller keeps, per run, the byte offset up to which it has applied events and
+the last sequence number. ``read_new_events`` parses what was appended since the
+offset: a half-written last line stays for the next read (the offset stops
+before it), a malformed line becomes a report instead of an exception, and an
+over-long message is cut to a stated limit.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+PROTOCOL_VERSIONS = {1}
+EVENT_TYPES = {"status", "log", "output", "fail", "sync"}
+LEVELS = {"debug", "info", "warning", "error"}
+
+
+@dataclass
+class Event:
+    seq: int
+    type: str
+    time: str | None = None
+    message: str | None = None
+    level: str | None = None
+    progress: int | None = None
+    name: str | None = None
+    path: str | None = None
+    traceback: str | None = None
+
+
+@dataclass
+class Malformed:
+    offset: int
+    reason: str
+
+
+def _cut(text: Any, limit: int) -> str:
+    text = str(text)
+    if len(text) > limit:
+        return text[:limit] + f" [cut: {len(text)} chars, limit {limit}]"
+    return text
+
+
+def parse_line(line: bytes, *, max_chars: int) -> Event:
+    """One complete line to an Event; ValueError with a readable reason otherwise."""
+    try:
+        data = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8") from None
+    except ValueError as exc:
+        raise ValueError(f"not JSON ({exc.msg})") from None
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    if data.get("v") not in PROTOCOL_VERSIONS:
+        raise ValueError(f"unknown protocol version {data.get('v')!r}")
+    seq = data.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+        raise ValueError(f"bad sequence number {seq!r}")
+    kind = data.get("type")
+    if kind not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {kind!r}")
+    event = Event(
+        seq=seq, type=kind, time=data.get("time") if isinstance(data.get("time"), str) else None
+    )
+    if kind in ("status", "log", "fail"):
+        event.message = _cut(data.get("message", ""), max_chars)
+        level = data.get("level")
+        event.level = level if level in LEVELS else None
+        if data.get("traceback"):
+            event.traceback = _cut(data["traceback"], max_chars)
+            event.message = f"{event.message}\n{event.traceback}"[: max_chars + 60]
+    if kind == "status" and data.get("progress") is not None:
+        progress = data["progress"]
+        if not isinstance(progress, (int, float)) or isinstance(progress, bool):
+            raise ValueError(f"bad progress {progress!r}")
+        event.progress = max(0, min(100, int(progress)))
+    if kind == "output":
+        name, path = data.get("name"), data.get("path")
+        if not isinstance(name, str) or not isinstance(path, str):
+            raise ValueError("an output event needs a name and a path")
+        event.name, event.path = name[:1000], path[:4000]
+    return event
+
+
+def read_new_events(
+    data: bytes, start_offset: int, *, max_chars: int = 4000
+) -> tuple[list[Event], list[Malformed], int]:
+    """Parse ``data`` (the file's bytes from ``start_offset`` on).
+
+    Returns the events of complete lines, the malformed lines, and the offset
+    just after the last complete line.
+    """
+    events: list[Event] = []
+    malformed: list[Malformed] = []
+    position = 0
+    while True:
+        end = data.find(b"\n", position)
+        if end < 0:
+            break  # no newline yet: a line still being written stays for later
+        line = data[position:end].strip()
+        if line:
+            try:
+                events.append(parse_line(line, max_chars=max_chars))
+            except ValueError as exc:
+                malformed.append(
+                    Malformed(
+                        offset=start_offset + position,
+                        reason=f"line at byte {start_offset + position}: {exc}",
+                    )
+                )
+        position = end + 1
+    return events, malformed, start_offset + position
+
+
+def registered_outputs(data: bytes) -> dict[str, str]:
+    """name -> path of every output the task registered (the whole stream)."""
+    events, _, _ = read_new_events(data, 0, max_chars=200)
+    return {e.name: e.path for e in events if e.type == "output" and e.name and e.path}

@@ -1,0 +1,161 @@
+"""The whole run lifecycle through a real poller and a real fork://localhost SAGA service."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+from django.utils import timezone
+
+from poller.loop import Poller
+from scheduler import services
+from scheduler.models import Run, TaskDefinition, TaskParameter
+from tests.poller_helpers import run_to_end, tick_until
+
+PROGRAMS = Path(__file__).parent / "programs"
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(scope="module")
+def poller(django_db_blocker):
+    p = Poller(name="test-fork", services_per_resource=2)
+    yield p
+    with django_db_blocker.unblock():
+        p.close()
+
+
+@pytest.fixture(autouse=True)
+def _programs(settings):
+    settings.SCHEDULER_PROGRAM_DIRS = [*django_settings.SCHEDULER_PROGRAM_DIRS, PROGRAMS]
+
+
+@pytest.fixture
+def behave(local_resource):
+    d = TaskDefinition.objects.create(
+        name="Behave", program="behave.py", default_resource=local_resource
+    )
+    TaskParameter.objects.create(definition=d, name="mode", default="ok")
+    return d
+
+
+def _queue(definition, **params) -> Run:
+    return services.run_enqueue(definition=definition, parameters=params)
+
+
+def test_a_successful_run_ends_succeeded_with_messages_progress_and_files(poller, behave):
+    run = run_to_end(poller, _queue(behave))
+    assert run.state == Run.State.SUCCEEDED, run.error
+    assert (run.exit_code, run.progress) == (0, 100)
+    assert run.started_at and run.finished_at and run.started_at <= run.finished_at
+    texts = list(run.messages.values_list("text", flat=True))
+    assert "mode ok" in texts and "done" in texts
+    result = run.files.get(name="result.txt", kind="output")
+    stored = result.absolute_path().read_bytes()
+    assert stored == b"fine\n"
+    assert result.sha256 == hashlib.sha256(b"fine\n").hexdigest() and result.size == 5
+    assert run.files.filter(kind="stdout").exists() and run.files.filter(kind="stderr").exists()
+
+
+def test_a_non_zero_exit_fails_with_the_tail_of_stderr(poller, behave):
+    run = run_to_end(poller, _queue(behave, mode="exit"))
+    assert (run.state, run.exit_code) == (Run.State.FAILED, 3)
+    assert "about to exit with 3" in run.error
+
+
+def test_an_uncaught_exception_fails_with_its_traceback(poller, behave):
+    run = run_to_end(poller, _queue(behave, mode="raise"))
+    assert run.state == Run.State.FAILED
+    assert run.exit_code not in (None, 0)
+    assert "boom from the task" in run.error
+    assert run.messages.filter(level="error", text__contains="RuntimeError").exists()
+
+
+def test_a_program_killed_by_a_signal_fails_and_says_so(poller, behave):
+    run = run_to_end(poller, _queue(behave, mode="signal"))
+    assert run.state == Run.State.FAILED
+    assert "signal 9" in run.error.lower() or run.exit_code in (-9, 137)
+
+
+def test_a_run_past_its_timeout_is_timed_out_and_its_process_ends(poller, behave):
+    behave.timeout_seconds = 2
+    behave.save()
+    run = run_to_end(poller, _queue(behave, mode="sleep"), timeout=40)
+    assert run.state == Run.State.TIMED_OUT
+    assert "Timed out after 2 s" in run.error
+    last = run.messages.filter(text__startswith="sleeping").count()
+    # The process really ended: no new messages appear after the timeout.
+    tick_until(poller, lambda: True, timeout=1)
+    import time
+
+    time.sleep(1.0)
+    poller.tick()
+    assert run.messages.filter(text__startswith="sleeping").count() == last
+
+
+def test_cancel_while_queued_never_launches(poller, behave):
+    run = _queue(behave)
+    assert services.run_request_cancel(run=run) == "cancelled"
+    poller.tick()
+    run.refresh_from_db()
+    assert run.state == Run.State.CANCELLED and run.saga_job_id == ""
+
+
+def test_cancel_while_running_ends_the_process(poller, behave):
+    run = _queue(behave, mode="sleep")
+    tick_until(poller, lambda: Run.objects.get(pk=run.pk).state == Run.State.RUNNING)
+    tick_until(poller, lambda: Run.objects.get(pk=run.pk).messages.count() >= 2)
+    services.run_request_cancel(run=Run.objects.get(pk=run.pk))
+    run = run_to_end(poller, run)
+    assert run.state == Run.State.CANCELLED
+    count = run.messages.filter(text__startswith="sleeping").count()
+    import time
+
+    time.sleep(1.0)
+    assert Path(run.run_directory, "events.jsonl").read_bytes().count(b"sleeping") <= count + 1
+
+
+def test_a_failed_run_is_retried_after_its_backoff(poller, behave):
+    behave.max_retries, behave.retry_backoff_seconds = 1, 1
+    behave.save()
+    first = run_to_end(poller, _queue(behave, mode="exit"))
+    assert first.state == Run.State.FAILED
+    retry = Run.objects.get(retry_of=first)
+    assert retry.attempt == 2 and retry.due_at >= first.finished_at + dt.timedelta(seconds=1)
+    retry = run_to_end(poller, retry)
+    assert retry.state == Run.State.FAILED
+    assert Run.objects.filter(definition=behave).count() == 2
+
+
+def test_arguments_with_spaces_and_shell_characters_arrive_intact(poller, behave):
+    behave.default_args = ["a b", "x;touch /tmp/injected-scheduler", "$(id)", "'q'"]
+    behave.save()
+    run = run_to_end(poller, _queue(behave, mode="args"))
+    assert run.state == Run.State.SUCCEEDED, run.error
+    assert run.messages.filter(text="args a b|x;touch /tmp/injected-scheduler|$(id)|'q'").exists()
+    assert not Path("/tmp/injected-scheduler").exists()
+
+
+def test_a_run_due_later_waits_until_its_time(poller, behave):
+    run = services.run_enqueue(definition=behave, due_at=timezone.now() + dt.timedelta(seconds=3))
+    poller.tick()
+    run.refresh_from_db()
+    assert run.state == Run.State.QUEUED
+    run = run_to_end(poller, run)
+    assert run.state == Run.State.SUCCEEDED
+    assert run.started_at >= run.due_at
+
+
+def test_the_per_definition_limit_holds_runs_back(poller, behave):
+    behave.max_concurrent_runs = 1
+    behave.save()
+    a = _queue(behave, mode="sleep")
+    b = _queue(behave)
+    tick_until(poller, lambda: Run.objects.get(pk=a.pk).state == Run.State.RUNNING)
+    poller.tick()
+    assert Run.objects.get(pk=b.pk).state == Run.State.QUEUED
+    services.run_request_cancel(run=Run.objects.get(pk=a.pk))
+    assert run_to_end(poller, b).state == Run.State.SUCCEEDED
