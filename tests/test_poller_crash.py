@@ -1,0 +1,78 @@
+"""Crash safety: SIGKILL the poller at random moments; every run still ends once."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+
+from scheduler import services
+from scheduler.models import Run, TaskDefinition, TaskParameter
+from tests.poller_process import PROGRAMS, start_poller
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+RUNS = 200
+
+
+@pytest.fixture(autouse=True)
+def _programs(settings):
+    settings.SCHEDULER_PROGRAM_DIRS = [*django_settings.SCHEDULER_PROGRAM_DIRS, PROGRAMS]
+
+
+def test_killing_the_poller_repeatedly_never_launches_twice_or_loses_a_run(
+    local_resource, tmp_path
+):
+    local_resource.max_concurrent_runs = 16
+    local_resource.save()
+    ledger = tmp_path / "ledger.txt"
+    definition = TaskDefinition.objects.create(name="Crash", program="behave.py")
+    TaskParameter.objects.create(definition=definition, name="mode", default="ok")
+    TaskParameter.objects.create(definition=definition, name="ledger", default=str(ledger))
+    for _ in range(RUNS):
+        services.run_enqueue(definition=definition)
+
+    rng = random.Random(20261122)
+    kills = 0
+    deadline = time.monotonic() + 240
+    log = (tmp_path / "poller.log").open("ab")
+    while time.monotonic() < deadline:
+        poller = start_poller("--name", "crashy", "--interval", "0.05", log=log)
+        time.sleep(rng.uniform(0.3, 2.5))
+        if Run.objects.exclude(state__in=Run.FINAL_STATES).count() == 0:
+            poller.send_signal(signal.SIGTERM)
+            poller.wait(timeout=30)
+            break
+        poller.send_signal(signal.SIGKILL)
+        poller.wait(timeout=30)
+        kills += 1
+        if kills >= 40:
+            break
+    # Then let one poller finish whatever is left.
+    poller = start_poller("--name", "crashy", "--interval", "0.05", log=log)
+    try:
+        end = time.monotonic() + 180
+        while time.monotonic() < end:
+            if not Run.objects.exclude(state__in=Run.FINAL_STATES).exists():
+                break
+            time.sleep(0.5)
+    finally:
+        poller.send_signal(signal.SIGTERM)
+        poller.wait(timeout=30)
+
+    assert kills >= 5, "the test should have killed the poller several times"
+    states = Counter(Run.objects.values_list("state", flat=True))
+    assert states == {"SUCCEEDED": RUNS}, states
+    started = Counter(Path(ledger).read_text().split())
+    twice = {run_id: n for run_id, n in started.items() if n > 1}
+    assert not twice, f"programs started more than once: {twice}"
+    assert len(started) == RUNS
+    # Every run's files came home once, every event was applied once.
+    for run in Run.objects.all():
+        assert run.files.filter(kind="output", name="result.txt").count() == 1
+        assert run.messages.filter(text="done").count() == 1
