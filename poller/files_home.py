@@ -78,6 +78,8 @@ def bring_files_home(run: Run, rundir) -> list[OutputFile]:
     max_run = settings.SCHEDULER_MAX_RUN_BYTES
     total = 0  # every pass copies all wanted files again, so this is the run's total
     stored: list[OutputFile] = []
+    new_rows: list[OutputFile] = []
+    existing = {(f.kind, f.name): f for f in run.files.all()}
     for item in wanted:
         try:
             size = rundir.regular_file_size(run.run_directory, item.path)
@@ -128,20 +130,27 @@ def bring_files_home(run: Run, rundir) -> list[OutputFile]:
         content_type = mimetypes.guess_type(item.name)[0] or (
             "text/plain" if item.kind != OutputFile.Kind.OUTPUT else "application/octet-stream"
         )
-        row, _ = OutputFile.objects.update_or_create(
-            run=run,
-            kind=item.kind,
-            name=item.name,
-            defaults={
-                "size": copied,
-                "sha256": digest.hexdigest(),
-                "content_type": content_type,
-                "stored_path": str(target.relative_to(settings.SCHEDULER_FILE_ROOT)),
-            },
-        )
+        fields = {
+            "size": copied,
+            "sha256": digest.hexdigest(),
+            "content_type": content_type,
+            "stored_path": str(target.relative_to(settings.SCHEDULER_FILE_ROOT)),
+        }
+        row = existing.get((item.kind, item.name))
+        if row is None:
+            row = OutputFile(run=run, kind=item.kind, name=item.name, **fields)
+            new_rows.append(row)
+        elif any(getattr(row, k) != v for k, v in fields.items()):
+            for key, value in fields.items():
+                setattr(row, key, value)
+            row.save(update_fields=list(fields))
         stored.append(row)
-    known = set(run.messages.filter(level="warning").values_list("text", flat=True))
-    for text in problems:
-        if text not in known:  # a second bring-home (sync, then the end) says it once
-            services.run_add_message(run=run, text=text, level="warning")
+    # ignore_conflicts: a bring-home running twice at once (sync, then the end)
+    # keeps one row per (run, kind, name) through the unique constraint.
+    OutputFile.objects.bulk_create(new_rows, ignore_conflicts=True)
+    if problems:
+        known = set(run.messages.filter(level="warning").values_list("text", flat=True))
+        for text in problems:
+            if text not in known:  # a second bring-home (sync, then the end) says it once
+                services.run_add_message(run=run, text=text, level="warning")
     return stored

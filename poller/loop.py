@@ -57,7 +57,6 @@ class _Flight:
 
     last_saga_check: float = 0.0
     saga_done_at: float | None = None
-    launched_here: bool = False
 
 
 @dataclass
@@ -81,6 +80,7 @@ class Poller:
         self._pools: dict[int, Any] = {}
         self._resource_down_until: dict[int, float] = {}
         self._flights: dict[int, _Flight] = {}
+        self._launching: dict[int, tuple[Run, Any]] = {}
         self._threads = ThreadPoolExecutor(max_workers=max(2, self.services_per_resource * 2))
 
     # ----------------------------------------------------------------- the loop
@@ -137,6 +137,10 @@ class Poller:
 
     def close(self) -> None:
         self._threads.shutdown(wait=True)
+        try:
+            self.collect_launches(wait=True)
+        except Exception:
+            logger.exception("recording the last launches failed")
         for pool in self._pools.values():
             try:
                 pool.close()
@@ -236,82 +240,100 @@ class Poller:
         return claimed
 
     def claim_and_launch(self) -> bool:
+        found = self.collect_launches()
         runs = self.claim()
         # Runs claimed by this poller (or its previous incarnation) that never got
         # a job id: the poller died between claim and submit. Submit again; the
         # launcher's marker makes a second start of the program impossible.
         unsent = Run.objects.filter(
             poller=self.ident, state=Run.State.SUBMITTED, saga_job_id=""
-        ).exclude(pk__in=[r.pk for r in runs] + [pk for pk in self._flights])
+        ).exclude(pk__in=[r.pk for r in runs] + list(self._launching))
         runs += list(unsent.select_related("definition", "resource")[:200])
-        if not runs:
-            return False
-        self.launch(runs)
-        return True
+        if runs:
+            self.launch(runs)
+        return found or bool(runs)
 
     def launch(self, runs: list[Run]) -> None:
-        """Stage and submit runs, several at once across the job services."""
-        futures = [(run, self._threads.submit(self._stage_and_submit, run)) for run in runs]
-        for run, future in futures:
-            try:
-                job_id, run_dir = future.result()
-            except Exception as exc:  # noqa: BLE001 - any failure is reported on the run
-                self._launch_failed(run, exc)
-                continue
-            services.run_mark_submitted(run=run, job_id=job_id, run_directory=run_dir)
-            self._flights[run.pk] = _Flight(last_saga_check=time.monotonic(), launched_here=True)
-            services.resource_record_ok(resource=run.resource)
+        """Hand runs to the launch threads; the tick goes on while they submit."""
+        for run in runs:
+            self._launching[run.pk] = (run, self._threads.submit(self._launch_one, run))
 
-    def _stage_and_submit(self, run: Run) -> tuple[str, str]:
+    def _launch_one(self, run: Run) -> Exception | None:
+        """In a launch thread: stage, submit, and store the job id at once."""
         try:
-            resource = run.resource
-            files = rundirs.for_resource(resource)
-            run_dir = files.run_dir(run.pk)
-            program = run.definition.program_path()
-            run_json = {
-                "v": 1,
-                "run_id": run.pk,
-                "definition": run.definition.name,
-                "parameters": run.parameters,
-                "args": [str(a) for a in run.args],
-                "program": program.name,
-            }
-            env = {"SCHEDULER_RUN_DIR": run_dir, "SCHEDULER_RUN_ID": str(run.pk)}
-            if resource.is_local():
-                # Local programs may use the site's models (scheduler_client.setup_django):
-                # same code, same settings, same database as this poller.
-                run_json["site_dir"] = str(settings.BASE_DIR)
-                run_json["settings_module"] = os.environ.get(
-                    "DJANGO_SETTINGS_MODULE", "project.settings"
-                )
-                env["SCHEDULER_DATABASE_NAME"] = str(connection.settings_dict["NAME"])
-            files.stage(
-                run_dir,
-                {
-                    "scheduler_client.py": CLIENT_PATH.read_bytes(),
-                    program.name: program.read_bytes(),
-                    "run.json": json.dumps(run_json, indent=1).encode(),
-                },
-            )
-            from poller.saga_executor import JobSpec
-
-            spec = JobSpec(
-                run_id=run.pk,
-                executable=resource.python
-                or (sys.executable if resource.is_local() else "python3"),
-                arguments=["scheduler_client.py", "run", program.name, *run_json["args"]],
-                environment=env,
-                working_directory=run_dir,
-                output="stdout.txt",
-                error="stderr.txt",
-                queue=resource.queue,
-                project=resource.project,
-                wall_time_minutes=_wall_time_minutes(run),
-            )
-            job_id = self._pool(resource).submit(spec)
-            return job_id, run_dir
+            job_id, run_dir = self._stage_and_submit(run)
+            services.run_mark_submitted(run=run, job_id=job_id, run_directory=run_dir)
+            return None
+        except Exception as exc:  # noqa: BLE001 - reported on the run by collect_launches
+            return exc
         finally:
             close_old_connections()
+
+    def collect_launches(self, *, wait: bool = False) -> bool:
+        """Report finished launches: failures on their runs, successes to tracking."""
+        ok_resources: dict[int, ExecutionResource] = {}
+        collected = False
+        for run_id, (run, future) in list(self._launching.items()):
+            if not (wait or future.done()):
+                continue
+            del self._launching[run_id]
+            collected = True
+            exc = future.result()
+            if exc is not None:
+                self._launch_failed(run, exc)
+            else:
+                self._flights[run_id] = _Flight(last_saga_check=time.monotonic())
+                ok_resources[run.resource_id] = run.resource
+        for resource in ok_resources.values():
+            services.resource_record_ok(resource=resource)
+        return collected
+
+    def _stage_and_submit(self, run: Run) -> tuple[str, str]:
+        resource = run.resource
+        files = rundirs.for_resource(resource)
+        run_dir = files.run_dir(run.pk)
+        program = run.definition.program_path()
+        run_json = {
+            "v": 1,
+            "run_id": run.pk,
+            "definition": run.definition.name,
+            "parameters": run.parameters,
+            "args": [str(a) for a in run.args],
+            "program": program.name,
+        }
+        env = {"SCHEDULER_RUN_DIR": run_dir, "SCHEDULER_RUN_ID": str(run.pk)}
+        if resource.is_local():
+            # Local programs may use the site's models (scheduler_client.setup_django):
+            # same code, same settings, same database as this poller.
+            run_json["site_dir"] = str(settings.BASE_DIR)
+            run_json["settings_module"] = os.environ.get(
+                "DJANGO_SETTINGS_MODULE", "project.settings"
+            )
+            env["SCHEDULER_DATABASE_NAME"] = str(connection.settings_dict["NAME"])
+        files.stage(
+            run_dir,
+            {
+                "scheduler_client.py": CLIENT_PATH.read_bytes(),
+                program.name: program.read_bytes(),
+                "run.json": json.dumps(run_json, indent=1).encode(),
+            },
+        )
+        from poller.saga_executor import JobSpec
+
+        spec = JobSpec(
+            run_id=run.pk,
+            executable=resource.python or (sys.executable if resource.is_local() else "python3"),
+            arguments=["scheduler_client.py", "run", program.name, *run_json["args"]],
+            environment=env,
+            working_directory=run_dir,
+            output="stdout.txt",
+            error="stderr.txt",
+            queue=resource.queue,
+            project=resource.project,
+            wall_time_minutes=_wall_time_minutes(run),
+        )
+        job_id = self._pool(resource).submit(spec)
+        return job_id, run_dir
 
     def _launch_failed(self, run: Run, exc: Exception) -> None:
         reason = f"Could not launch on {run.resource.name}: {exc}"
@@ -516,7 +538,7 @@ class Poller:
         due = mine.filter(
             Q(cancel_requested_at__isnull=False)
             | Q(definition__timeout_seconds__isnull=False, started_at__isnull=False)
-        )
+        ).exclude(pk__in=list(self._launching))  # a launch thread still owns those
         found = False
         for run in due:
             if run.cancel_requested_at:
