@@ -1,10 +1,11 @@
 from django.urls import path
 
-from scheduler.views import files
+from scheduler.views import files, status
 
 app_name = "scheduler"
 
 urlpatterns = [
+    path("runs/<int:run_id>/status.json", status.run_status, name="run-status"),
     path("runs/<int:run_id>/files/", files.run_files, name="run-files"),
     path("runs/<int:run_id>/files/<int:file_id>/", files.file_preview, name="file-preview"),
     path(

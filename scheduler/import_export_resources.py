@@ -1,0 +1,212 @@
+"""Import and export of resources, definitions and recurrences, matched by name.
+
+Rows are matched by name (never by primary key), so an export from one site
+imports into another. An unchanged row is skipped, every row is validated with
+full_clean and errors are reported row by row; an import with any bad row saves
+nothing (transactions).
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib.auth.models import Group
+from import_export import fields, resources, widgets
+
+from scheduler.models import ExecutionResource, Recurrence, Run, TaskDefinition, TaskParameter
+
+PARAMETER_FIELDS = ["name", "type", "default", "required", "help_text", "choices"]
+
+
+class ExecutionResourceResource(resources.ModelResource):
+    class Meta:
+        model = ExecutionResource
+        import_id_fields = ["name"]
+        fields = [
+            "name",
+            "job_service_url",
+            "file_service_url",
+            "working_root",
+            "python",
+            "ssh_user",
+            "ssh_key_path",
+            "queue",
+            "project",
+            "wall_time_minutes",
+            "max_concurrent_runs",
+            "enabled",
+        ]
+        skip_unchanged = True
+        report_skipped = True
+        clean_model_instances = True
+
+
+class ParametersWidget(widgets.Widget):
+    """The definition's typed parameters as one JSON column."""
+
+    def clean(self, value, row=None, **kwargs):
+        if value in (None, ""):
+            return []
+        try:
+            data = json.loads(value) if isinstance(value, str) else value
+        except ValueError as exc:
+            raise ValueError(f"parameters: not JSON ({exc})") from None
+        if not isinstance(data, list) or not all(isinstance(p, dict) for p in data):
+            raise ValueError("parameters: expected a JSON list of objects")
+        for p in data:
+            unknown = set(p) - set(PARAMETER_FIELDS)
+            if unknown or "name" not in p:
+                raise ValueError(f"parameters: bad entry {p!r}")
+        return data
+
+    def render(self, value, obj=None, **kwargs):
+        return json.dumps(value or [], sort_keys=True)
+
+
+class TaskDefinitionResource(resources.ModelResource):
+    default_resource = fields.Field(
+        attribute="default_resource",
+        column_name="default_resource",
+        widget=widgets.ForeignKeyWidget(ExecutionResource, field="name"),
+    )
+    allowed_groups = fields.Field(
+        attribute="allowed_groups",
+        column_name="allowed_groups",
+        widget=widgets.ManyToManyWidget(Group, field="name", separator="|"),
+    )
+    parameters = fields.Field(column_name="parameters", widget=ParametersWidget())
+
+    class Meta:
+        model = TaskDefinition
+        import_id_fields = ["name"]
+        fields = [
+            "name",
+            "description",
+            "program",
+            "default_args",
+            "default_resource",
+            "timeout_seconds",
+            "max_retries",
+            "retry_backoff_seconds",
+            "max_concurrent_runs",
+            "enabled",
+            "allowed_groups",
+            "parameters",
+        ]
+        skip_unchanged = True
+        report_skipped = True
+        clean_model_instances = True
+
+    def dehydrate_parameters(self, definition):
+        rows = [{f: getattr(p, f) for f in PARAMETER_FIELDS} for p in definition.parameters.all()]
+        return json.dumps(rows, sort_keys=True)
+
+    def import_row(self, row, instance_loader, **kwargs):
+        self._row_parameters = ParametersWidget().clean(row.get("parameters"))
+        return super().import_row(row, instance_loader, **kwargs)
+
+    def skip_row(self, instance, original, row, import_validation_errors=None):
+        skip = super().skip_row(instance, original, row, import_validation_errors)
+        if skip and original is not None and original.pk:
+            # The parameters column is not a model field: compare it too.
+            current = json.loads(self.dehydrate_parameters(original))
+            wanted = ParametersWidget().clean(row.get("parameters"))
+            return sorted(current, key=lambda p: p["name"]) == sorted(
+                [{f: p.get(f, _default(f)) for f in PARAMETER_FIELDS} for p in wanted],
+                key=lambda p: p["name"],
+            )
+        return skip
+
+    def after_save_instance(self, instance, row, **kwargs):
+        if kwargs.get("dry_run") and not instance.pk:
+            return
+        wanted = self._row_parameters
+        keep = []
+        for position, p in enumerate(wanted):
+            param, _ = TaskParameter.objects.update_or_create(
+                definition=instance,
+                name=p["name"],
+                defaults={
+                    **{f: p.get(f, _default(f)) for f in PARAMETER_FIELDS if f != "name"},
+                    "position": position,
+                },
+            )
+            param.full_clean()
+            keep.append(param.pk)
+        instance.parameters.exclude(pk__in=keep).delete()
+
+
+def _default(field: str):
+    return {"type": "string", "default": "", "required": False, "help_text": "", "choices": []}[
+        field
+    ]
+
+
+class RecurrenceResource(resources.ModelResource):
+    definition = fields.Field(
+        attribute="definition",
+        column_name="definition",
+        widget=widgets.ForeignKeyWidget(TaskDefinition, field="name"),
+    )
+    resource = fields.Field(
+        attribute="resource",
+        column_name="resource",
+        widget=widgets.ForeignKeyWidget(ExecutionResource, field="name"),
+    )
+
+    class Meta:
+        model = Recurrence
+        import_id_fields = ["definition", "name"]
+        fields = [
+            "definition",
+            "name",
+            "kind",
+            "timezone",
+            "start_at",
+            "end_at",
+            "interval_every",
+            "interval_unit",
+            "cron_expression",
+            "rrule",
+            "exdates",
+            "max_runs",
+            "parameters",
+            "resource",
+            "enabled",
+            "misfire_policy",
+            "misfire_grace_seconds",
+            "misfire_max_runs",
+            "overlap_policy",
+        ]
+        skip_unchanged = True
+        report_skipped = True
+        clean_model_instances = True
+
+
+class RunExportResource(resources.ModelResource):
+    definition = fields.Field(attribute="definition__name", column_name="definition")
+    resource = fields.Field(attribute="resource__name", column_name="resource")
+    requested_by = fields.Field(attribute="requested_by__username", column_name="requested_by")
+
+    class Meta:
+        model = Run
+        fields = [
+            "id",
+            "definition",
+            "resource",
+            "state",
+            "attempt",
+            "due_at",
+            "queued_at",
+            "submitted_at",
+            "started_at",
+            "finished_at",
+            "exit_code",
+            "progress",
+            "status_message",
+            "error",
+            "requested_by",
+            "recurrence",
+            "saga_job_id",
+        ]
+        export_order = fields

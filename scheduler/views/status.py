@@ -1,0 +1,79 @@
+"""JSON status of one run, for the live run page (polled every few seconds)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from django.conf import settings
+from django.http import Http404, JsonResponse
+from django.views.decorators.http import require_GET
+
+from scheduler import access
+from scheduler.models import OutputFile, Run
+
+TAIL_BYTES = 4096
+
+
+def _tail(path: Path) -> str:
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            fh.seek(max(0, size - TAIL_BYTES))
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _log_tail(run: Run, kind: str) -> str:
+    stored = run.files.filter(kind=kind).first()
+    if stored is not None:
+        return _tail(stored.absolute_path())
+    if run.resource.is_local() and run.run_directory:
+        # Only inside the local run root: the path comes from the database, and a
+        # status page must never become a way to read arbitrary files.
+        root = Path(run.resource.working_root or settings.SCHEDULER_RUN_ROOT).resolve()
+        path = (Path(run.run_directory) / f"{kind}.txt").resolve()
+        if path.is_relative_to(root):
+            return _tail(path)
+    return ""
+
+
+@require_GET
+def run_status(request, run_id: int):
+    user = request.user
+    if not (user.is_authenticated and user.is_staff and user.has_perm("scheduler.view_run")):
+        raise Http404("No such run.")
+    run = access.visible_runs(user).select_related("resource").filter(pk=run_id).first()
+    if run is None:
+        raise Http404("No such run.")
+    try:
+        after = int(request.GET.get("after", "0"))
+    except ValueError:
+        return JsonResponse({"error": "after must be a message id (an integer)"}, status=400)
+    messages = run.messages.filter(id__gt=after).order_by("id")[:100]
+    return JsonResponse(
+        {
+            "id": run.pk,
+            "state": run.state,
+            "state_label": run.get_state_display(),
+            "is_final": run.is_final,
+            "progress": run.progress,
+            "status_message": run.status_message,
+            "error": run.error,
+            "exit_code": run.exit_code,
+            "messages": [
+                {
+                    "id": m.pk,
+                    "time": m.created_at.isoformat(),
+                    "level": m.level,
+                    "text": m.text,
+                    "progress": m.progress,
+                }
+                for m in messages
+            ],
+            "message_count": run.messages.count(),
+            "stdout_tail": _log_tail(run, OutputFile.Kind.STDOUT),
+            "stderr_tail": _log_tail(run, OutputFile.Kind.STDERR),
+        }
+    )
