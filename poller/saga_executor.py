@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import queue
+import re
 import shlex
 import threading
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from scheduler.models import ExecutionResource
 logger = logging.getLogger(__name__)
 
 _env_lock = threading.Lock()
+SAFE_BATCH_PATH = re.compile(r"^[A-Za-z0-9_./~+-]+$")
 
 
 class ExecutorError(Exception):
@@ -160,7 +162,19 @@ class JobServicePool:
         jd.executable = shlex.quote(spec.executable)
         jd.arguments = [shlex.quote(str(a)) for a in spec.arguments]
         jd.environment = {k: str(v) for k, v in spec.environment.items()}
-        jd.working_directory = spec.working_directory
+        if self.resource.is_batch():
+            # The batch adaptors write `mkdir -p DIR` and `#SBATCH -D "DIR"`: no
+            # quoting fits both, so such a path is refused instead.
+            if not SAFE_BATCH_PATH.match(spec.working_directory):
+                raise ExecutorError(
+                    f"The run directory {spec.working_directory!r} on {self.resource.name!r} "
+                    "has characters a batch system cannot take; use letters, digits and "
+                    "_ . / ~ + - in the working root."
+                )
+            jd.working_directory = spec.working_directory
+        else:
+            # The shell adaptor runs `mkdir -p DIR` and `cd DIR` unquoted.
+            jd.working_directory = shlex.quote(spec.working_directory)
         jd.output = spec.output
         jd.error = spec.error
         jd.name = f"scheduler-run-{spec.run_id}"

@@ -7,6 +7,7 @@ effects lives in scheduler/services.py.
 
 from __future__ import annotations
 
+import re
 import zoneinfo
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -173,6 +174,12 @@ class ExecutionResource(models.Model):
                 {
                     "ssh_key_path": "Give an absolute path on the poller host, e.g. /etc/scheduler/id_ed25519."
                 }
+            )
+        if self.is_batch() and self.working_root and not re.match(
+            r"^[A-Za-z0-9_./~+-]+$", self.working_root
+        ):
+            raise ValidationError(
+                {"working_root": "Batch systems take only letters, digits and _ . / ~ + - here."}
             )
         if self.is_batch() and not self.queue:
             raise ValidationError({"queue": "Batch systems need a default queue, e.g. debug."})

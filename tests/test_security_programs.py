@@ -146,13 +146,6 @@ def test_arguments_with_spaces_quotes_semicolons_and_substitutions_arrive_verbat
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="radical.saga's shell adaptor runs `cd <working_directory>` unquoted and the "
-    "poller passes the run directory (built from the resource's working root) as is; "
-    "poller/saga_executor.py must quote it or ExecutionResource.clean refuse shell "
-    "characters in working_root. Remove this mark when fixed.",
-)
 def test_a_working_root_with_shell_characters_runs_nothing_else(db, tmp_path, monkeypatch):
     home = tmp_path / "home"
     home.mkdir()
