@@ -58,6 +58,13 @@ def state_badge(run: Run) -> str:
     )
 
 
+class VisibleDefinitionFilter(admin.RelatedFieldListFilter):
+    """The definition filter offers only definitions the user may see (names leak otherwise)."""
+
+    def field_choices(self, field, request, model_admin):
+        return [(d.pk, str(d)) for d in access.visible_definitions(request.user).order_by("name")]
+
+
 class NotFoundForInvisibleMixin:
     """Objects a user may not see answer 404, not the admin's redirect with a message."""
 
@@ -84,7 +91,7 @@ class RunAdmin(NotFoundForInvisibleMixin, ExportActionMixin, admin.ModelAdmin):
         "attempt",
     ]
     list_display_links = ["id", "definition"]
-    list_filter = ["state", "resource", "definition"]
+    list_filter = ["state", "resource", ("definition", VisibleDefinitionFilter)]
     search_fields = ["=id", "definition__name", "status_message"]
     list_select_related = ["definition", "resource"]
     show_full_result_count = False
