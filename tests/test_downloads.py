@@ -443,3 +443,17 @@ def test_a_file_gone_from_the_store_is_404(client, roles, run):
     (Path(settings.SCHEDULER_FILE_ROOT) / f.stored_path).unlink()
     response = login(client, roles["viewer"]).get(url("file-download", run.pk, f.pk))
     assert response.status_code == 404
+
+
+# --- memory: a real server streams without holding the file ----------------------
+
+
+@pytest.mark.slow
+def test_a_50_mb_download_grows_the_real_servers_memory_by_less_than_50_mb(tmp_path):
+    """Not timed: bench/download.py prints the 2 GB figures and throughput."""
+    from bench.download import MiB, measure
+
+    result = measure(tmp_path / "site", 50 * MiB, check_hash=True)
+    assert result.size == 50 * MiB
+    assert result.sha256_ok is True
+    assert result.growth < 50 * 1000 * 1000, f"server RSS grew by {result.growth / MiB:.1f} MiB"
