@@ -190,8 +190,13 @@ CSRF_COOKIE_SECURE = HTTPS
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if HTTPS else 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
 SECURE_HSTS_PRELOAD = HTTPS
-if env_bool("SCHEDULER_BEHIND_PROXY", False):
+# Behind nginx/Apache (docs/deploy.md): the proxy sets X-Forwarded-Proto and
+# overwrites X-Forwarded-For with the address it saw, so both can be trusted;
+# without a proxy they are the client's to forge and are ignored.
+SCHEDULER_BEHIND_PROXY = env_bool("SCHEDULER_BEHIND_PROXY", False)
+if SCHEDULER_BEHIND_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
@@ -259,3 +264,9 @@ LOGGING = {
 IMPORT_EXPORT_EXPORT_PERMISSION_CODE = "view"
 IMPORT_EXPORT_IMPORT_PERMISSION_CODE = "change"
 IMPORT_EXPORT_USE_TRANSACTIONS = True
+IMPORT_FORMATS = [
+    "import_export.formats.base_formats.CSV",
+    "import_export.formats.base_formats.XLSX",
+    "import_export.formats.base_formats.JSON",
+]
+EXPORT_FORMATS = IMPORT_FORMATS

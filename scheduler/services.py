@@ -349,4 +349,9 @@ def audit_record(
 
 
 def client_ip(request) -> str | None:
+    """The client's address; behind the proxy the one it put last in X-Forwarded-For."""
+    if getattr(settings, "SCHEDULER_BEHIND_PROXY", False):
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")[-1].strip()
+        if forwarded:
+            return forwarded
     return request.META.get("REMOTE_ADDR") or None

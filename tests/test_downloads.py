@@ -457,3 +457,31 @@ def test_a_50_mb_download_grows_the_real_servers_memory_by_less_than_50_mb(tmp_p
     assert result.size == 50 * MiB
     assert result.sha256_ok is True
     assert result.growth < 50 * 1000 * 1000, f"server RSS grew by {result.growth / MiB:.1f} MiB"
+
+
+def test_behind_the_proxy_the_audit_records_the_forwarded_address(client, roles, run, settings):
+    settings.SCHEDULER_BEHIND_PROXY = True
+    f = store(run, "a.txt", b"x", "text/plain")
+    login(client, roles["viewer"])
+    body(
+        client.get(
+            url("file-download", run.pk, f.pk),
+            REMOTE_ADDR="127.0.0.1",
+            HTTP_X_FORWARDED_FOR="198.51.100.23",
+        )
+    )
+    assert AuditEvent.objects.get(action="download").ip == "198.51.100.23"
+
+
+def test_without_a_proxy_a_forged_forwarded_header_is_ignored(client, roles, run, settings):
+    settings.SCHEDULER_BEHIND_PROXY = False
+    f = store(run, "a.txt", b"x", "text/plain")
+    login(client, roles["viewer"])
+    body(
+        client.get(
+            url("file-download", run.pk, f.pk),
+            REMOTE_ADDR="192.0.2.50",
+            HTTP_X_FORWARDED_FOR="10.9.9.9",
+        )
+    )
+    assert AuditEvent.objects.get(action="download").ip == "192.0.2.50"
