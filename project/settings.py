@@ -264,9 +264,6 @@ LOGGING = {
 IMPORT_EXPORT_EXPORT_PERMISSION_CODE = "view"
 IMPORT_EXPORT_IMPORT_PERMISSION_CODE = "change"
 IMPORT_EXPORT_USE_TRANSACTIONS = True
-IMPORT_FORMATS = [
-    "import_export.formats.base_formats.CSV",
-    "import_export.formats.base_formats.XLSX",
-    "import_export.formats.base_formats.JSON",
-]
-EXPORT_FORMATS = IMPORT_FORMATS
+from import_export.formats.base_formats import CSV, JSON, XLSX  # noqa: E402
+
+IMPORT_EXPORT_FORMATS = [CSV, XLSX, JSON]

@@ -137,12 +137,72 @@ class TaskDefinitionResource(resources.ModelResource):
 
 
 def _default(field: str):
-    return {"type": "string", "default": "", "required": False, "help_text": "", "choices": []}[
-        field
-    ]
+    return {
+        "name": "",
+        "type": "string",
+        "default": "",
+        "required": False,
+        "help_text": "",
+        "choices": [],
+    }[field]
+
+
+class JSONValueWidget(widgets.Widget):
+    """JSON in a cell; an empty cell is the field's empty value ([] or {})."""
+
+    def __init__(self, empty):
+        super().__init__()
+        self.empty = empty
+
+    def clean(self, value, row=None, **kwargs):
+        if value in (None, ""):
+            return type(self.empty)()
+        if not isinstance(value, str):
+            return value
+        try:
+            data = json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"not JSON ({exc})") from None
+        if not isinstance(data, type(self.empty)):
+            raise ValueError(f"expected a JSON {type(self.empty).__name__}")
+        return data
+
+    def render(self, value, obj=None, **kwargs):
+        return json.dumps(value if value is not None else self.empty, sort_keys=True)
+
+
+class ExactDateTimeWidget(widgets.DateTimeWidget):
+    """ISO 8601 with microseconds and offset, so an export re-imports unchanged."""
+
+    def render(self, value, obj=None, **kwargs):
+        return value.isoformat() if value else ""
+
+    def clean(self, value, row=None, **kwargs):
+        if value in (None, ""):
+            return None
+        if hasattr(value, "isoformat"):
+            return value
+        from django.utils.dateparse import parse_datetime
+
+        parsed = parse_datetime(str(value).strip())
+        if parsed is None:
+            return super().clean(value, row, **kwargs)
+        if parsed.tzinfo is None:
+            from django.utils import timezone
+
+            parsed = timezone.make_aware(parsed)
+        return parsed
 
 
 class RecurrenceResource(resources.ModelResource):
+    start_at = fields.Field(
+        attribute="start_at", column_name="start_at", widget=ExactDateTimeWidget()
+    )
+    end_at = fields.Field(attribute="end_at", column_name="end_at", widget=ExactDateTimeWidget())
+    exdates = fields.Field(attribute="exdates", column_name="exdates", widget=JSONValueWidget([]))
+    parameters = fields.Field(
+        attribute="parameters", column_name="parameters", widget=JSONValueWidget({})
+    )
     definition = fields.Field(
         attribute="definition",
         column_name="definition",

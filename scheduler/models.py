@@ -175,8 +175,10 @@ class ExecutionResource(models.Model):
                     "ssh_key_path": "Give an absolute path on the poller host, e.g. /etc/scheduler/id_ed25519."
                 }
             )
-        if self.is_batch() and self.working_root and not re.match(
-            r"^[A-Za-z0-9_./~+-]+$", self.working_root
+        if (
+            self.is_batch()
+            and self.working_root
+            and not re.match(r"^[A-Za-z0-9_./~+-]+$", self.working_root)
         ):
             raise ValidationError(
                 {"working_root": "Batch systems take only letters, digits and _ . / ~ + - here."}
