@@ -244,6 +244,11 @@ def arg_names(pattern: URLPattern) -> list[str]:
 # --- the objects the walk uses -----------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def world(db, roles, local_resource, definition, tmp_path):
     team = Group.objects.create(name="team-a")
@@ -389,8 +394,7 @@ def body_of(response) -> bytes:
     return response.content
 
 
-def test_every_url_pattern_answers_as_the_table_says(client, world, settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+def test_every_url_pattern_answers_as_the_table_says(client, world):
     users, subjects = world
     problems: list[str] = []
     unknown: list[str] = []
