@@ -16,6 +16,7 @@ tests/test_downloads.py uses measure() with a 50 MB file as a non-timed check.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import http.client
 import os
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,9 +129,13 @@ def _rss_tree(proc: psutil.Process) -> int:
     return total
 
 
-def measure(var: Path, size: int, *, sparse: bool = False, check_hash: bool = False) -> Result:
-    """Serve a ``size``-byte file from a fresh site under ``var``; download it; measure."""
+def prepare_site(var: Path, size: int, *, sparse: bool = False, **env_extra: str):
+    """Migrate a fresh site under ``var`` with one ``size``-byte output file.
+
+    Returns (env, session cookie value, download URL path, file path).
+    """
     env = site_env(var)
+    env.update(env_extra)
     big = var / "files" / "big" / "big.bin"
     write_file(big, size, sparse=sparse)
     subprocess.run([PY, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
@@ -141,26 +147,56 @@ def measure(var: Path, size: int, *, sparse: bool = False, check_hash: bool = Fa
         capture_output=True,
         text=True,
     ).stdout.split()
-    session_key, url = out[-2], out[-1]
+    return env, out[-2], out[-1], big
+
+
+@contextlib.contextmanager
+def serving(env: dict[str, str], *, server: str = "runserver") -> Iterator[tuple[int, int]]:
+    """Run the site on a free 127.0.0.1 port; yields (port, server pid)."""
     port = free_port()
-    server = subprocess.Popen(
-        [PY, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    if server == "gunicorn":
+        command = [
+            str(Path(PY).parent / "gunicorn"),
+            "project.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+        ]
+    else:
+        command = [PY, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("runserver did not come up") from None
-                time.sleep(0.2)
-        proc = psutil.Process(server.pid)
+        wait_for_port(port, proc)
+        yield port, proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"{proc.args[0]} did not come up on port {port}") from None
+            time.sleep(0.2)
+
+
+def measure(var: Path, size: int, *, sparse: bool = False, check_hash: bool = False) -> Result:
+    """Serve a ``size``-byte file from a fresh site under ``var``; download it; measure."""
+    env, session_key, url, big = prepare_site(var, size, sparse=sparse)
+    with serving(env) as (port, pid):
+        proc = psutil.Process(pid)
         # A first small ranged request warms the server (imports, DB connection) so
         # the figure is the download's own growth, not start-up cost.
         _get(port, url, session_key, headers={"Range": "bytes=0-0"})
@@ -181,19 +217,10 @@ def measure(var: Path, size: int, *, sparse: bool = False, check_hash: bool = Fa
         done.set()
         sampler.join()
         rss_after = _rss_tree(proc)
-        if received != size:
-            raise RuntimeError(f"received {received} bytes of {size}")
-        sha_ok = None
-        if check_hash:
-            sha_ok = digest == _file_sha256(big)
-        return Result(size, seconds, rss_before, max(peak[0], rss_after), rss_after, sha_ok)
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    if received != size:
+        raise RuntimeError(f"received {received} bytes of {size}")
+    sha_ok = digest == _file_sha256(big) if check_hash else None
+    return Result(size, seconds, rss_before, max(peak[0], rss_after), rss_after, sha_ok)
 
 
 def _get(port, url, session_key, *, headers=None, hash_it=False) -> tuple[int, str]:

@@ -485,3 +485,136 @@ def test_without_a_proxy_a_forged_forwarded_header_is_ignored(client, roles, run
         )
     )
     assert AuditEvent.objects.get(action="download").ip == "192.0.2.50"
+
+
+# --- the documented nginx configuration, for real --------------------------------
+
+
+def _nginx_conf(tmp_path: Path, port: int, app_port: int, var: Path) -> Path:
+    """docs/deploy/nginx-scheduler.conf with TLS lines dropped and paths/ports swapped."""
+    from bench.download import free_port
+
+    snippet = (
+        Path(__file__).resolve().parent.parent / "docs/deploy/nginx-scheduler.conf"
+    ).read_text()
+    lines = [line for line in snippet.splitlines() if not line.rstrip().endswith("# TLS")]
+    snippet = "\n".join(lines)
+    # The port-80 redirect server gets a port of its own; the TLS server plain HTTP.
+    snippet = snippet.replace("listen 80;", f"listen 127.0.0.1:{free_port()};", 1)
+    snippet = snippet.replace(
+        "server_name scheduler.example.org;\n\n    client_max_body_size",
+        f"listen 127.0.0.1:{port};\n    server_name localhost;\n\n    client_max_body_size",
+    )
+    snippet = snippet.replace("127.0.0.1:8000", f"127.0.0.1:{app_port}")
+    snippet = snippet.replace("/srv/scheduler/var/", f"{var}/")
+    prefix = tmp_path / "nginx"
+    prefix.mkdir()
+    conf = prefix / "nginx.conf"
+    conf.write_text(
+        f"""user root;
+daemon off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    include /etc/nginx/mime.types;
+    access_log {prefix}/access.log;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+{snippet}
+}}
+"""
+    )
+    return conf
+
+
+ODD_FILE = """
+from scheduler.models import OutputFile
+big = OutputFile.objects.get(name="big.bin")
+f = OutputFile.objects.create(run=big.run, name="my report é%20.csv", size=8,
+    content_type="text/csv", stored_path="big/my report é%20.csv")
+print(f"/scheduler/runs/{big.run_id}/files/{f.pk}/download/")
+"""
+
+
+@pytest.mark.slow
+def test_the_documented_nginx_config_serves_ranges_and_hides_the_store(tmp_path):
+    import http.client
+    import shutil
+    import subprocess
+    import sys
+
+    from bench.download import free_port, prepare_site, serving, wait_for_port
+    from tests.helpers import require_or_skip
+
+    nginx = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
+    if nginx is None:
+        require_or_skip("nginx is not installed (apt install nginx-light)")
+    var = tmp_path / "site"
+    size = 3 * 1024 * 1024 + 17
+    env, session_key, download_url, big = prepare_site(
+        var, size, SCHEDULER_SENDFILE="nginx", SCHEDULER_BEHIND_PROXY="1"
+    )
+    data = big.read_bytes()
+    odd = big.parent / "my report é%20.csv"
+    odd.write_bytes(b"a,b\n1,2\n")
+    odd_url = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", ODD_FILE],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()[-1]
+    with serving(env, server="gunicorn") as (app_port, _pid):
+        port = free_port()
+        conf = _nginx_conf(tmp_path, port, app_port, var)
+        proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(conf.parent)])
+        try:
+            wait_for_port(port, proc)
+
+            def get(path, **headers):
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                conn.request("GET", path, headers={"Cookie": f"sessionid={session_key}", **headers})
+                response = conn.getresponse()
+                content = response.read()
+                conn.close()
+                return response, content
+
+            response, content = get(download_url)
+            assert response.status == 200, content[:300]
+            assert content == data
+            assert response.getheader("Content-Disposition") == 'attachment; filename="big.bin"'
+            assert response.getheader("X-Content-Type-Options") == "nosniff"
+            assert response.getheader("Content-Security-Policy") == "default-src 'none'; sandbox"
+            assert response.getheader("X-Accel-Redirect") is None
+            assert response.getheader("Content-Type") == "application/octet-stream"
+
+            response, content = get(download_url, Range="bytes=1000-1999")
+            assert response.status == 206
+            assert response.getheader("Content-Range") == f"bytes 1000-1999/{size}"
+            assert response.getheader("X-Content-Type-Options") == "nosniff"
+            assert content == data[1000:2000]
+
+            response, _ = get(download_url, Range=f"bytes={size}-")
+            assert response.status == 416
+
+            response, content = get(odd_url)
+            assert response.status == 200 and content == b"a,b\n1,2\n"
+
+            response, content = get("/protected-files/big/big.bin")
+            assert response.status == 404
+            assert data[:1000] not in content
+
+            response, content = get(download_url, Cookie="")
+            assert response.status == 302  # to the login page, nothing served
+            assert data[:1000] not in content
+        finally:
+            proc.terminate()
+            proc.wait(10)
