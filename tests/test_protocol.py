@@ -61,7 +61,7 @@ def test_what_the_client_writes_the_poller_reads_back_the_same(tmp_path):
     events, malformed, offset = read_new_events(data, 0)
     assert malformed == [] and offset == len(data)
     assert len(events) == len(CONTRACT)
-    for event, (_, expected) in zip(events, CONTRACT):
+    for event, (_, expected) in zip(events, CONTRACT, strict=True):
         for key, value in expected.items():
             assert getattr(event, key) == value, (key, event)
     assert [e.seq for e in events] == list(range(1, len(CONTRACT) + 1))
