@@ -396,6 +396,7 @@ def body_of(response) -> bytes:
 
 def test_every_url_pattern_answers_as_the_table_says(client, world):
     users, subjects = world
+    secret_id = subjects["restricted"][TaskDefinition].pk
     problems: list[str] = []
     unknown: list[str] = []
     leaks: list[str] = []
@@ -433,6 +434,15 @@ def test_every_url_pattern_answers_as_the_table_says(client, world):
                         if secret.encode() in content:
                             leaks.append(f"{url} shows {secret!r} to the outsider")
             actual_rows[subject] = " ".join(codes)
+            if name and name.endswith("_changelist"):
+                # Search and filters must not find what the list does not show.
+                client.force_login(users["outsider"])
+                for query in ("?q=7f3a", "?q=Secret", f"?definition__id__exact={secret_id}"):
+                    response = client.get(url + query)
+                    content = body_of(response)
+                    for secret in SECRETS:
+                        if response.status_code == 200 and secret.encode() in content:
+                            leaks.append(f"{url}{query} shows {secret!r} to the outsider")
         actual = actual_rows.get("-") or actual_rows
         if expected is None:
             unknown.append(f"    {route!r}: {actual!r},  # name={name}")
