@@ -192,10 +192,17 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> Non
             time.sleep(0.2)
 
 
-def measure(var: Path, size: int, *, sparse: bool = False, check_hash: bool = False) -> Result:
+def measure(
+    var: Path,
+    size: int,
+    *,
+    sparse: bool = False,
+    check_hash: bool = False,
+    server: str = "runserver",
+) -> Result:
     """Serve a ``size``-byte file from a fresh site under ``var``; download it; measure."""
     env, session_key, url, big = prepare_site(var, size, sparse=sparse)
-    with serving(env) as (port, pid):
+    with serving(env, server=server) as (port, pid):
         proc = psutil.Process(pid)
         # A first small ranged request warms the server (imports, DB connection) so
         # the figure is the download's own growth, not start-up cost.
@@ -267,15 +274,20 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=2048, help="file size in MiB (2048)")
     parser.add_argument("--sparse", action="store_true", help="a sparse file (no disk writes)")
     parser.add_argument("--check-hash", action="store_true", help="SHA-256 both ends")
+    parser.add_argument(
+        "--server", choices=["runserver", "gunicorn"], default="runserver", help="WSGI server"
+    )
     args = parser.parse_args()
     var = Path(tempfile.mkdtemp(prefix="scheduler-bench-download-"))
     try:
         size = args.size_mb * MiB
         print(f"file: {size / MiB:.0f} MiB ({'sparse' if args.sparse else 'real bytes'}) in {var}")
-        result = measure(var, size, sparse=args.sparse, check_hash=args.check_hash)
+        result = measure(
+            var, size, sparse=args.sparse, check_hash=args.check_hash, server=args.server
+        )
         cat = cat_seconds(var / "files" / "big" / "big.bin")
         print(
-            f"django view over HTTP (runserver): {result.seconds:.2f} s, "
+            f"django view over HTTP ({args.server}): {result.seconds:.2f} s, "
             f"{result.mb_per_s:.0f} MiB/s"
         )
         print(f"cat file > /dev/null:              {cat:.2f} s, {size / MiB / cat:.0f} MiB/s")
