@@ -42,6 +42,7 @@ from scheduler.models import (
     TaskParameter,
 )
 from scheduler.roles import OPERATORS, VIEWERS
+from scheduler.tokens import token_issue
 from tests.conftest import PASSWORD
 
 ROLES = ("anonymous", "nonstaff", "viewer", "operator", "administrator", "outsider", "superuser")
@@ -344,6 +345,20 @@ ID_ARGS = {
 }
 
 
+# <pk>/<id> after one of these path segments (the HTTP API) is an object of that model.
+SEGMENT_MODELS = {
+    "runs": Run,
+    "files": OutputFile,
+    "definitions": TaskDefinition,
+    "tasks": TaskDefinition,
+    "recurrences": Recurrence,
+    "schedules": Recurrence,
+    "messages": StatusMessage,
+    "resources": ExecutionResource,
+    "tokens": ApiToken,
+}
+
+
 def fill(route: str, pattern: URLPattern, subjects: dict, subject: str) -> dict | None:
     """kwargs for ``pattern`` pointing at the subject's objects, or None if it has none."""
     kwargs = {}
@@ -367,6 +382,15 @@ def fill(route: str, pattern: URLPattern, subjects: dict, subject: str) -> dict 
 
             model = apps.get_model(model_match.group(1), model_match.group(2))
             instance = object_for(subjects, subject, model)
+            if instance is None:
+                return None
+            kwargs[name] = instance.pk
+        elif (
+            name in ("pk", "id")
+            and (segment := re.search(rf"(\w+)/<(?:\w+:)?{name}>", route))
+            and segment.group(1) in SEGMENT_MODELS
+        ):
+            instance = object_for(subjects, subject, SEGMENT_MODELS[segment.group(1)])
             if instance is None:
                 return None
             kwargs[name] = instance.pk
@@ -397,6 +421,12 @@ def body_of(response) -> bytes:
 def test_every_url_pattern_answers_as_the_table_says(client, world):
     users, subjects = world
     secret_id = subjects["restricted"][TaskDefinition].pk
+    # The HTTP API may want a token rather than the session: each user gets one.
+    api_keys = {
+        role: token_issue(token=ApiToken(user=user, name="walk"))
+        for role, user in users.items()
+        if user is not None
+    }
     problems: list[str] = []
     unknown: list[str] = []
     leaks: list[str] = []
@@ -419,10 +449,13 @@ def test_every_url_pattern_answers_as_the_table_says(client, world):
             codes = []
             for role in ROLES:
                 client.logout()
+                headers = {}
                 if users[role] is not None:
                     client.force_login(users[role])
+                    if route.startswith("api/"):
+                        headers["HTTP_AUTHORIZATION"] = f"Bearer {api_keys[role]}"
                 try:
-                    response = client.get(url)
+                    response = client.get(url, **headers)
                     codes.append(classify(response))
                 except Exception as exc:  # noqa: BLE001 - a crash is an answer to report
                     codes.append(f"500:{type(exc).__name__}")
