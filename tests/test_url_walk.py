@@ -25,10 +25,11 @@ from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.contrib.contenttypes.models import ContentType
-from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.urls import URLPattern, URLResolver, get_resolver, path, reverse
 from django.utils import timezone
 
 from demo.models import Measurement, Summary
+from project import urls as project_urls
 from scheduler.models import (
     ApiToken,
     AuditEvent,
@@ -418,7 +419,8 @@ def body_of(response) -> bytes:
     return response.content
 
 
-def test_every_url_pattern_answers_as_the_table_says(client, world):
+def walk_site(client, world) -> tuple[list[str], int]:
+    """GET every pattern as every user; the problems found and the number of requests."""
     users, subjects = world
     secret_id = subjects["restricted"][TaskDefinition].pk
     # The HTTP API may want a token rather than the session: each user gets one.
@@ -494,5 +496,28 @@ def test_every_url_pattern_answers_as_the_table_says(client, world):
     stale = set(EXPECTED) - {route for route, _, _ in iter_patterns(get_resolver())}
     if stale:
         message.append(f"EXPECTED names patterns the site no longer has: {sorted(stale)}")
+    return message, walked
+
+
+def test_every_url_pattern_answers_as_the_table_says(client, world):
+    message, walked = walk_site(client, world)
     assert not message, "\n\n".join(message)
     assert walked > 500
+
+
+def _new_page(request):
+    from django.http import HttpResponse
+
+    return HttpResponse("new")
+
+
+# The site's URLs plus one nobody put in the table, for the test below.
+urlpatterns = [*project_urls.urlpatterns, path("brand-new-page/", _new_page, name="new-page")]
+
+
+@pytest.mark.urls(__name__)
+def test_a_pattern_missing_from_the_table_fails_the_walk_with_the_row_to_add(client, world):
+    message, _ = walk_site(client, world)
+    assert len(message) == 1
+    assert "URL patterns missing from EXPECTED" in message[0]
+    assert "'brand-new-page/': '200 200 200 200 200 200 200',  # name=new-page" in message[0]
