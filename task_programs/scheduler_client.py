@@ -1,42 +1,50 @@
 """scheduler_client: the task side of DjangoTaskScheduler (stdlib only, Python 3.8+).
 
 The poller stages this file next to your program in the run directory, so
-``import scheduler_client`` always works. It is two things:
+``import scheduler_client`` always works. It is two things.
 
 The launcher, which the poller starts::
 
     python scheduler_client.py run PROGRAM [ARGS...]
 
-runs a Python PROGRAM in this interpreter (anything else as a child process,
-with SIGTERM/SIGINT/SIGHUP passed on), turns an uncaught exception into a
-failure event with its traceback, and writes the exit record ``exit.json`` last.
-It refuses to start a run directory's program a second time (the ``launched``
-marker), so a re-submission after a poller crash cannot run a task twice.
+runs a Python PROGRAM (``*.py``) in this interpreter with ``sys.argv`` set and
+the run directory on ``sys.path``, and anything else as a child process, with
+SIGTERM, SIGINT and SIGHUP passed on to it. An uncaught exception becomes a
+``fail`` event with its traceback and a non-zero exit; SIGTERM ends a Python
+program with the signal recorded. The exit record ``exit.json`` is written
+last, through a temporary name. The launcher refuses to start a run
+directory's program a second time (the ``launched`` marker), so a
+re-submission after a poller crash cannot run a task twice.
 
 The library, for task authors::
 
     import scheduler_client as client
 
-    rows = int(client.parameters().get("rows", 10))
-    client.status("Reading input", progress=5)
-    client.log("debug detail", level="debug")
-    with open(client.output_path("report.csv"), "w") as fh:   # registered output
+    rows = int(client.parameters().get("rows", 10))   # typed as the definition says
+    client.status("Reading input", progress=5)         # message + progress 0-100
+    client.log("debug detail", level="debug")          # debug, info, warning, error
+    with open(client.output_path("report.csv"), "w") as fh:   # a registered output
         fh.write("a,b\\n1,2\\n")
-    client.register_output("work/chart.png")                 # a file made elsewhere
-    client.request_sync()                                     # bring files home now
+    client.register_output("work/chart.png")            # a file made elsewhere in the run dir
+    client.request_sync()                                # long run: bring files home now
     if rows < 0:
-        client.fail("rows must be positive")                  # ends the run as FAILED
+        client.fail("rows must be positive")             # ends the run as FAILED
     client.status("Done", progress=100)
 
 On the site's own host a task may use the site's models::
 
     client.setup_django()
     from demo.models import Measurement
+    Measurement.objects.create(name="temperature", value=21.5)
 
-Events go to ``events.jsonl`` in the run directory, one JSON object a line:
-``{"v": 1, "seq": N, "time": ISO-8601, "type": "status"|"log"|"output"|"fail"|"sync", ...}``
-(see docs/protocol.md). Writing never crashes the task: if the file cannot be
-written, the event is printed to stderr instead.
+Events go to ``events.jsonl`` in the run directory, one JSON object a line::
+
+    {"v": 1, "seq": 3, "time": "2026-01-01T10:00:00+00:00", "type": "status",
+     "message": "Reading input", "progress": 5}
+
+(types ``status``, ``log``, ``output``, ``fail``, ``sync``; see docs/protocol.md).
+Reporting never crashes the task: an event that cannot be written is printed to
+stderr instead.
 """
 
 from __future__ import print_function
@@ -51,6 +59,11 @@ import sys
 import threading
 import traceback
 
+try:  # POSIX: serialise writers of several processes (a task's children) on one file
+    import fcntl
+except ImportError:  # pragma: no cover - not on the platforms we run on
+    fcntl = None
+
 PROTOCOL_VERSION = 1
 EVENTS_FILE = "events.jsonl"
 EXIT_FILE = "exit.json"
@@ -60,14 +73,27 @@ OUTPUT_DIR = "outputs"
 # Exit status of a launcher that found the run directory launched before.
 ALREADY_LAUNCHED_EXIT = 75
 MAX_NAME_LENGTH = 200
+LEVELS = ("debug", "info", "warning", "error")
+# The error text kept in exit.json; the whole story is in the events and stderr.
+MAX_ERROR_CHARS = 10000
+PASSED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 _lock = threading.Lock()
-_seq = None
+_last_seq = None  # the last sequence number in the events file, as far as we know
+_known_end = None  # the file's size just after our last write
 _info_cache = None
+_in_launcher = False
 
 
-class TaskFailed(Exception):
-    """Raised by fail(); the launcher records the failure and exits non-zero."""
+class TaskFailed(SystemExit):
+    """Raised by fail(): a SystemExit, so ``except Exception`` in a task cannot swallow it."""
+
+    def __init__(self, message, code=1):
+        SystemExit.__init__(self, code)
+        self.message = message
+
+    def __str__(self):
+        return self.message
 
 
 def _now():
@@ -84,7 +110,8 @@ def _run_info():
     if _info_cache is None:
         try:
             with open(os.path.join(run_dir(), RUN_FILE)) as fh:
-                _info_cache = json.load(fh)
+                info = json.load(fh)
+            _info_cache = info if isinstance(info, dict) else {}
         except (OSError, ValueError):
             _info_cache = {}
     return _info_cache
@@ -92,73 +119,127 @@ def _run_info():
 
 def run_id():
     """This run's id in the scheduler, or None outside a run."""
-    value = os.environ.get("SCHEDULER_RUN_ID") or _run_info().get("run_id")
-    return int(value) if value not in (None, "") else None
+    for value in (os.environ.get("SCHEDULER_RUN_ID"), _run_info().get("run_id")):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            continue
+    return None
 
 
 def parameters():
-    """The run's parameter values, typed as the definition declares them."""
+    """The run's parameter values (a new dict), typed as the definition declares them."""
     return dict(_run_info().get("parameters") or {})
 
 
-def _next_seq(path):
-    """Continue numbering after the last complete line already in the file."""
+def args():
+    """The run's resolved arguments (the same as ``sys.argv[1:]`` under the launcher)."""
+    value = _run_info().get("args")
+    return [str(a) for a in value] if isinstance(value, list) else list(sys.argv[1:])
+
+
+# ------------------------------------------------------------------ events
+def _max_seq_from(path, start):
+    """The largest seq on the complete lines of ``path`` from byte ``start`` on (0 if none)."""
     last = 0
     try:
         with open(path, "rb") as fh:
+            fh.seek(start)
             for line in fh:
                 if not line.endswith(b"\n"):
                     continue
                 try:
-                    last = max(last, int(json.loads(line.decode("utf-8")).get("seq", 0)))
-                except (ValueError, AttributeError, TypeError):
-                    pass
+                    seq = json.loads(line.decode("utf-8")).get("seq")
+                except (ValueError, AttributeError):
+                    continue
+                if isinstance(seq, int) and not isinstance(seq, bool) and seq > last:
+                    last = seq
     except OSError:
         pass
-    return last + 1
+    return last
+
+
+def _lock_fd(fd):
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass  # a filesystem without locks: one writer per run is still safe
 
 
 def _emit(kind, **fields):
-    """Append one event as one write() on an O_APPEND file: lines never interleave."""
-    global _seq
+    """Append one event: one write() on an O_APPEND file, so lines never interleave.
+
+    The sequence number continues after the largest one in the file, also when
+    the program was restarted or another process (a child of the task) wrote in
+    between: the file is locked while the next number is found and written.
+    """
+    global _last_seq, _known_end
     path = os.path.join(run_dir(), EVENTS_FILE)
     with _lock:
         try:
-            if _seq is None:
-                _seq = _next_seq(path)
-            event = {"v": PROTOCOL_VERSION, "seq": _seq, "time": _now(), "type": kind}
-            event.update(fields)
-            line = (json.dumps(event, ensure_ascii=False) + "\n").encode("utf-8")
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                os.write(fd, line)
+                _lock_fd(fd)
+                size = os.fstat(fd).st_size
+                if _last_seq is None or _known_end is None or size < _known_end:
+                    _last_seq = _max_seq_from(path, 0)
+                elif size != _known_end:  # somebody else appended since our last line
+                    _last_seq = max(_last_seq, _max_seq_from(path, _known_end))
+                event = {"v": PROTOCOL_VERSION, "seq": _last_seq + 1, "time": _now(), "type": kind}
+                event.update(fields)
+                line = json.dumps(event, ensure_ascii=False) + "\n"
+                data = line.encode("utf-8", "replace")  # lone surrogates become '?'
+                written = os.write(fd, data)
+                _last_seq += 1
+                _known_end = size + written
             finally:
-                os.close(fd)
-            _seq += 1
+                os.close(fd)  # closing releases the lock
         except Exception as exc:  # the task must never die of its reporting
-            sys.stderr.write(
-                "scheduler_client: could not record %s event (%s): %r\n" % (kind, exc, fields)
-            )
+            try:
+                sys.stderr.write(
+                    "scheduler_client: could not record %s event (%s): %r\n" % (kind, exc, fields)
+                )
+            except Exception:  # noqa: BLE001 - not even stderr: nothing more to do
+                pass
+
+
+def _progress(value):
+    try:
+        return max(0, min(100, int(float(value))))
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def status(message, progress=None):
-    """Report a status message, and optionally progress as a percentage 0-100."""
+    """Report a status message, and optionally progress as a percentage 0-100.
+
+    The newest status message and progress are shown on the run; every message
+    is kept. A progress outside 0-100 is clamped; one that is not a number is
+    dropped (with a note on stderr).
+    """
     fields = {"message": str(message)}
     if progress is not None:
-        fields["progress"] = max(0, min(100, int(progress)))
+        clean = _progress(progress)
+        if clean is None:
+            sys.stderr.write("scheduler_client: progress %r is not a number\n" % (progress,))
+        else:
+            fields["progress"] = clean
     _emit("status", **fields)
 
 
 def log(message, level="info"):
-    """A log line for the run's messages: level debug, info, warning or error."""
-    if level not in ("debug", "info", "warning", "error"):
+    """A log line among the run's messages: level debug, info, warning or error."""
+    if level not in LEVELS:
         level = "info"
     _emit("log", message=str(message), level=level)
 
 
-def _check_name(name):
+def check_name(name):
+    """Raise ValueError unless ``name`` is acceptable as an output file name."""
     if (
-        not name
+        not isinstance(name, str)
+        or not name
         or "/" in name
         or "\\" in name
         or "\x00" in name
@@ -167,30 +248,50 @@ def _check_name(name):
         or len(name) > MAX_NAME_LENGTH
     ):
         raise ValueError(
-            "bad output file name %r: no '/', '..', NUL, leading dot, "
+            "bad output file name %r: no '/', '..', NUL or leading dot, "
             "at most %d characters" % (name, MAX_NAME_LENGTH)
         )
 
 
 def output_path(name):
-    """Return the path to write output file ``name`` to, and register it."""
-    _check_name(name)
+    """Return the path to write output file ``name`` to (in outputs/), and register it."""
+    check_name(name)
     folder = os.path.join(run_dir(), OUTPUT_DIR)
-    if not os.path.isdir(folder):
+    try:
         os.makedirs(folder)
+    except OSError:
+        if not os.path.isdir(folder):
+            raise
     _emit("output", name=name, path=OUTPUT_DIR + "/" + name)
     return os.path.join(folder, name)
 
 
+def _inside(base, full):
+    relative = os.path.relpath(full, base)
+    if relative == os.curdir or relative == os.pardir or relative.startswith(os.pardir + os.sep):
+        return None
+    return relative
+
+
 def register_output(path, name=None):
-    """Register a file written elsewhere inside the run directory as an output."""
-    root = os.path.realpath(run_dir())
-    full = os.path.join(root, path)
-    relative = os.path.relpath(os.path.abspath(full), root)
-    if relative.startswith("..") or os.path.isabs(relative):
+    """Register a file written elsewhere inside the run directory as an output.
+
+    ``path`` is relative to the run directory (or absolute inside it); ``name``
+    is the name it gets in the file store (default: the file's own name).
+    Returns the absolute path. The file is read when the poller brings files
+    home, so it may be written after registering; links are never followed.
+    """
+    base = os.path.abspath(run_dir())
+    full = os.path.abspath(os.path.join(base, path))
+    relative = _inside(base, full)
+    if relative is None:  # perhaps the run directory was named through a link
+        real_base = os.path.realpath(base)
+        full = os.path.join(os.path.realpath(os.path.dirname(full)), os.path.basename(full))
+        relative = _inside(real_base, full)
+    if relative is None:
         raise ValueError("%r is outside the run directory" % (path,))
     name = name or os.path.basename(relative)
-    _check_name(name)
+    check_name(name)
     _emit("output", name=name, path=relative.replace(os.sep, "/"))
     return full
 
@@ -201,16 +302,30 @@ def request_sync():
 
 
 def fail(message):
-    """End the task as FAILED with ``message``."""
-    raise TaskFailed(str(message))
+    """Record a failure with ``message`` and end the task with a non-zero exit.
+
+    Raises TaskFailed, a SystemExit, so a broad ``except Exception`` does not
+    swallow it. The run ends as FAILED with ``message`` as its error.
+    """
+    message = str(message)
+    _emit("fail", message=message, level="error")
+    raise TaskFailed(message, 1 if _in_launcher else "task failed: " + message)
 
 
 def setup_django():
-    """Set Django up with the site's settings (runs on the site's own host only)."""
+    """Set Django up with the site's settings, for runs on the site's own host.
+
+    Uses ``site_dir`` and ``settings_module`` from run.json (written by the
+    poller for local runs): puts the site on ``sys.path`` and calls
+    ``django.setup()``. Raises RuntimeError on a resource without the site.
+    """
     info = _run_info()
     site = info.get("site_dir")
-    if not site:
-        raise RuntimeError("setup_django() works only for runs on the site's own host")
+    if not site or not os.path.isdir(site):
+        raise RuntimeError(
+            "setup_django() works only for runs on the site's own host "
+            "(run.json names no site_dir that exists here)"
+        )
     if site not in sys.path:
         sys.path.insert(0, site)
     os.environ.setdefault(
@@ -239,19 +354,31 @@ def _claim_launch():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except OSError:
         return False
-    os.write(
-        fd, json.dumps({"pid": os.getpid(), "started_at": _now(), "host": os.uname()[1]}).encode()
-    )
-    os.close(fd)
+    try:
+        os.write(
+            fd,
+            json.dumps({"pid": os.getpid(), "started_at": _now(), "host": os.uname()[1]}).encode(),
+        )
+    finally:
+        os.close(fd)
     return True
 
 
-def _run_python(program, args):
-    sys.argv = [program] + list(args)
-    program_dir = os.path.dirname(os.path.abspath(program))
-    if program_dir not in sys.path:
-        sys.path.insert(0, program_dir)
+def _run_python(program, argv):
+    sys.argv = [program] + list(argv)
+    for folder in (os.path.dirname(os.path.abspath(program)), os.path.abspath(run_dir())):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    try:  # a live tail of stdout for the operator: flush each line
+        sys.stdout.reconfigure(line_buffering=True)
+    except (AttributeError, ValueError):
+        pass
     runpy.run_path(program, run_name="__main__")
+    # Non-daemon threads would keep the process alive after the exit record:
+    # wait for them so the record really is the last thing written.
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
 
 
 class _Signalled(BaseException):
@@ -260,68 +387,67 @@ class _Signalled(BaseException):
         self.signum = signum
 
 
-def launch(argv):
-    if not argv:
-        sys.stderr.write("usage: scheduler_client.py run PROGRAM [ARGS...]\n")
-        return 2
-    if not _claim_launch():
-        sys.stderr.write("scheduler_client: this run was launched before; not starting it again\n")
-        return ALREADY_LAUNCHED_EXIT
-    program, args = argv[0], argv[1:]
-    started = _now()
-    record = {
-        "v": PROTOCOL_VERSION,
-        "exit_code": 0,
-        "signal": None,
-        "started_at": started,
-        "finished_at": None,
-        "failed": False,
-        "error": None,
-    }
-    child = []
-
-    def on_signal(signum, frame):
-        if child:
-            try:
-                child[0].send_signal(signum)
-            except OSError:
-                pass
-            return
-        raise _Signalled(signum)
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, on_signal)
+def _start_child(program, argv, child):
+    """Start the child with our signals held, so none arrives between fork and bookkeeping."""
+    if os.sep not in program and os.path.isfile(program):
+        program = os.curdir + os.sep + program  # a program in the run dir, not on PATH
+    mask = getattr(signal, "pthread_sigmask", None)
+    if mask is not None:
+        mask(signal.SIG_BLOCK, PASSED_SIGNALS)
     try:
-        if program.endswith(".py"):
-            _run_python(program, args)
-        else:
-            proc = subprocess.Popen([program] + list(args))
-            child.append(proc)
-            code = proc.wait()
-            if code < 0:
-                record.update(
-                    exit_code=128 - code,
-                    signal=-code,
-                    failed=True,
-                    error="%s was killed by signal %d" % (program, -code),
-                )
-            elif code != 0:
-                record.update(
-                    exit_code=code, failed=True, error="%s exited with status %d" % (program, code)
-                )
-    except SystemExit as exc:
+        child.append(subprocess.Popen([program] + list(argv)))
+    finally:
+        if mask is not None:
+            mask(signal.SIG_UNBLOCK, PASSED_SIGNALS)  # held signals now reach the child
+
+
+def _run_child(program, argv, child, record):
+    try:
+        _start_child(program, argv, child)
+    except OSError as exc:
+        code = 126 if os.path.exists(program) else 127
+        record.update(exit_code=code, failed=True, error="cannot start %s: %s" % (program, exc))
+        _emit("fail", message=record["error"], level="error")
+        sys.stderr.write(record["error"] + "\n")
+        return
+    code = child[0].wait()
+    if code < 0:
+        record.update(
+            exit_code=128 - code,
+            signal=-code,
+            failed=True,
+            error="%s was killed by signal %d" % (program, -code),
+        )
+    elif code != 0:
+        record.update(
+            exit_code=code, failed=True, error="%s exited with status %d" % (program, code)
+        )
+
+
+def _task_frames(tb):
+    """The traceback without the launcher's own frames (this file and runpy)."""
+    ours = (os.path.abspath(__file__), os.path.abspath(runpy.__file__))
+    while tb is not None and tb.tb_next is not None:
+        if os.path.abspath(tb.tb_frame.f_code.co_filename) not in ours:
+            break
+        tb = tb.tb_next
+    return tb
+
+
+def _record_exception(exc, record):
+    """Turn what ended a Python program into the exit record (and a fail event)."""
+    if isinstance(exc, TaskFailed):  # fail() already wrote its event
+        record.update(exit_code=1, failed=True, error=exc.message)
+    elif isinstance(exc, SystemExit):
         code = exc.code
         if code is None or code == 0:
-            pass
-        elif isinstance(code, int):
+            return
+        if isinstance(code, int):
             record.update(exit_code=code, failed=True, error="exited with status %d" % code)
         else:
             record.update(exit_code=1, failed=True, error=str(code))
             sys.stderr.write(str(code) + "\n")
-    except TaskFailed as exc:
-        record.update(exit_code=1, failed=True, error=str(exc))
-        _emit("fail", message=str(exc), level="error")
-    except _Signalled as exc:
+    elif isinstance(exc, _Signalled):
         record.update(
             exit_code=128 + exc.signum,
             signal=exc.signum,
@@ -329,14 +455,66 @@ def launch(argv):
             error="stopped by signal %d" % exc.signum,
         )
         _emit("log", message="Stopped by signal %d" % exc.signum, level="warning")
-    except BaseException as exc:  # noqa: B036 - every failure of the task is recorded
-        text = traceback.format_exc()
+    else:
+        text = "".join(traceback.format_exception(type(exc), exc, _task_frames(exc.__traceback__)))
         sys.stderr.write(text)
-        record.update(exit_code=1, failed=True, error="%s: %s" % (type(exc).__name__, exc))
-        _emit("fail", message="%s: %s" % (type(exc).__name__, exc), traceback=text, level="error")
+        summary = "%s: %s" % (type(exc).__name__, exc)
+        record.update(exit_code=1, failed=True, error=summary)
+        _emit("fail", message=summary, traceback=text, level="error")
+
+
+def launch(argv):
+    """Run PROGRAM [ARGS...] as this run's task; return the exit status."""
+    global _in_launcher
+    if not argv:
+        sys.stderr.write("usage: scheduler_client.py run PROGRAM [ARGS...]\n")
+        return 2
+    if not _claim_launch():
+        sys.stderr.write("scheduler_client: this run was launched before; not starting it again\n")
+        return ALREADY_LAUNCHED_EXIT
+    _in_launcher = True
+    program, program_args = argv[0], argv[1:]
+    record = {
+        "v": PROTOCOL_VERSION,
+        "exit_code": 0,
+        "signal": None,
+        "started_at": _now(),
+        "finished_at": None,
+        "failed": False,
+        "error": None,
+    }
+    child = []
+    finished = []
+
+    def on_signal(signum, frame):
+        if child:
+            try:
+                child[0].send_signal(signum)
+            except OSError:
+                pass
+        elif not finished:
+            raise _Signalled(signum)
+        # after the program ended: ignore, so the exit record is still written
+
+    for signum in PASSED_SIGNALS:
+        signal.signal(signum, on_signal)
+    try:
+        if program.endswith(".py"):
+            _run_python(program, program_args)
+        else:
+            _run_child(program, program_args, child, record)
+    except BaseException as exc:  # noqa: B036 - every ending of the task is recorded
+        finished.append(True)
+        _record_exception(exc, record)
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        finished.append(True)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - a closed stream must not lose the record
+                pass
+        if record["error"] and len(record["error"]) > MAX_ERROR_CHARS:
+            record["error"] = record["error"][:MAX_ERROR_CHARS] + " [cut]"
         record["finished_at"] = _now()
         _write_exit(record)
     return record["exit_code"]
