@@ -618,3 +618,12 @@ def test_the_documented_nginx_config_serves_ranges_and_hides_the_store(tmp_path)
         finally:
             proc.terminate()
             proc.wait(10)
+
+
+def test_a_head_request_is_not_recorded_as_a_download(client, roles, run):
+    f = store(run, "a.txt", b"x", "text/plain")
+    login(client, roles["viewer"])
+    assert client.head(url("file-download", run.pk, f.pk)).status_code == 200
+    assert not AuditEvent.objects.filter(action="download").exists()
+    body(client.get(url("file-download", run.pk, f.pk)))
+    assert AuditEvent.objects.filter(action="download").count() == 1

@@ -109,18 +109,19 @@ def file_preview(request, run_id: int, file_id: int):
 def download(request, run_id: int, file_id: int):
     run, output = _visible_file(request, run_id, file_id)
     path = downloads.contained_path(output)
-    audit_record(
-        action="download",
-        user=request.user,
-        ip=client_ip(request),
-        obj=output,
-        detail={
-            "run": run.pk,
-            "name": output.name,
-            "range": request.headers.get("Range", ""),
-            "sendfile": settings.SCHEDULER_SENDFILE,
-        },
-    )
+    if request.method == "GET":  # a HEAD transfers nothing
+        audit_record(
+            action="download",
+            user=request.user,
+            ip=client_ip(request),
+            obj=output,
+            detail={
+                "run": run.pk,
+                "name": output.name,
+                "range": request.headers.get("Range", ""),
+                "sendfile": settings.SCHEDULER_SENDFILE,
+            },
+        )
     return downloads.serve(request, output, disposition="attachment", path=path)
 
 
