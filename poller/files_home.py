@@ -1,11 +1,24 @@
 """Bring a run's registered outputs, stdout and stderr home into the file store.
 
 Files land in ``SCHEDULER_FILE_ROOT/<run id>/<kind>/<name>`` through a temporary
-name and a rename, with size, SHA-256 and content type recorded on an
-OutputFile row. Nothing a task does can make the poller copy a file from outside
-its run directory: names are checked, links are never followed (also not in a
-parent folder), and per-file and per-run size limits apply. Every refusal is a
-message on the run, never an exception that stops the poller.
+name and a rename, with size, SHA-256 and content type recorded. Nothing a task
+does can make the poller copy a file from outside its run directory: names are
+checked, links are never followed (also not in a parent folder), and per-file
+and per-run size limits apply. Every refusal is a message for the operator,
+never an exception that stops the poller.
+
+Two layers:
+
+- ``collect_files`` does the copying and knows nothing of the database. It reads
+  the run directory through a *source*, an object with the methods of
+  ``RunDirSource``: ``poller.rundir.LocalRunDirs`` (plain ``os`` calls with
+  ``O_NOFOLLOW``, for ``fork://localhost``) and ``poller.saga_executor.RemoteRunDirs``
+  (the SAGA shell, for ssh and batch resources) are the two implementations.
+  It returns one ``FileResult`` per file, each either a record to store or a
+  message saying why not.
+- ``bring_files_home`` is the poller's entry point: it applies the results to
+  OutputFile rows (one row per run, kind and name: calling it again updates,
+  never duplicates) and warning messages on the run.
 """
 
 from __future__ import annotations
@@ -14,33 +27,50 @@ import hashlib
 import mimetypes
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-from django.conf import settings
+from typing import Protocol
 
 from poller.events import registered_outputs
 from poller.rundir import RefusedFile
-from scheduler import services
-from scheduler.models import OutputFile, Run
 
 MAX_NAME_LENGTH = 200
-CHUNK = 1024 * 1024
+# events.jsonl is read in pieces this big (the source may cap a read anyway).
+STREAM_CHUNK = 4 * 1024 * 1024
+
+KIND_OUTPUT, KIND_STDOUT, KIND_STDERR = "output", "stdout", "stderr"
+
+
+class RunDirSource(Protocol):
+    """What files_home needs from a run directory, local or remote."""
+
+    def read_from(self, run_dir: str, name: str, offset: int) -> bytes:
+        """Bytes of ``name`` from ``offset`` on (possibly capped); b"" at the end or if absent."""
+
+    def regular_file_size(self, run_dir: str, relpath: str) -> int:
+        """Size of a regular file; FileNotFoundError if absent; RefusedFile for a link
+        anywhere on the path, or anything but a regular file."""
+
+    def read_chunks(self, run_dir: str, relpath: str, limit: int) -> Iterator[bytes]:
+        """The file's bytes (at most ``limit``), never through a link; same errors."""
 
 
 def check_name(name: str) -> None:
+    """Raise RefusedFile, with the reason, for a name that cannot be a stored file name."""
     if not name:
         raise RefusedFile("an empty file name")
+    shown = repr(name[:80]) + ("…" if len(name) > 80 else "")
     if "/" in name or "\\" in name:
-        raise RefusedFile(f"{name[:80]!r}: a name may not contain '/'")
+        raise RefusedFile(f"{shown}: a name may not contain '/'")
     if ".." in name:
-        raise RefusedFile(f"{name[:80]!r}: a name may not contain '..'")
+        raise RefusedFile(f"{shown}: a name may not contain '..'")
     if "\x00" in name:
-        raise RefusedFile(f"{name[:80]!r}: a name may not contain NUL")
+        raise RefusedFile(f"{shown}: a name may not contain NUL")
     if name.startswith("."):
-        raise RefusedFile(f"{name[:80]!r}: a name may not start with a dot")
+        raise RefusedFile(f"{shown}: a name may not start with a dot")
     if len(name) > MAX_NAME_LENGTH:
-        raise RefusedFile(f"{name[:80]!r}…: names are limited to {MAX_NAME_LENGTH} characters")
+        raise RefusedFile(f"{shown}: names are limited to {MAX_NAME_LENGTH} characters")
 
 
 @dataclass
@@ -50,95 +80,211 @@ class Wanted:
     kind: str
 
 
-def wanted_files(run: Run, rundir) -> tuple[list[Wanted], list[str]]:
-    """The files to bring home: stdout, stderr and every registered output."""
+@dataclass
+class FileResult:
+    """One file brought home (``ok``), or the message why it was not."""
+
+    name: str
+    kind: str
+    size: int = 0
+    sha256: str = ""
+    content_type: str = ""
+    stored_path: str = ""  # relative to the store root
+    message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.message is None
+
+    def record_fields(self) -> dict:
+        return {
+            "size": self.size,
+            "sha256": self.sha256,
+            "content_type": self.content_type,
+            "stored_path": self.stored_path,
+        }
+
+
+def read_stream(source: RunDirSource, run_dir: str, name: str = "events.jsonl") -> bytes:
+    """The whole of a file the source reads in capped pieces."""
+    parts: list[bytes] = []
+    offset = 0
+    while True:
+        piece = source.read_from(run_dir, name, offset)
+        if not piece:
+            return b"".join(parts)
+        parts.append(piece)
+        offset += len(piece)
+
+
+def wanted_files(source: RunDirSource, run_dir: str) -> tuple[list[Wanted], list[FileResult]]:
+    """The files to bring home (stdout, stderr, every registered output) and the refused names."""
     wanted = [
-        Wanted("stdout.txt", "stdout.txt", OutputFile.Kind.STDOUT),
-        Wanted("stderr.txt", "stderr.txt", OutputFile.Kind.STDERR),
+        Wanted("stdout.txt", "stdout.txt", KIND_STDOUT),
+        Wanted("stderr.txt", "stderr.txt", KIND_STDERR),
     ]
-    problems: list[str] = []
-    stream = rundir.read_from(run.run_directory, "events.jsonl", 0)
-    for name, path in registered_outputs(stream).items():
+    refused: list[FileResult] = []
+    for name, path in registered_outputs(read_stream(source, run_dir)).items():
         try:
             check_name(name)
         except RefusedFile as exc:
-            problems.append(f"Output file refused: {exc}.")
+            refused.append(FileResult(name, KIND_OUTPUT, message=f"Output file refused: {exc}."))
             continue
-        wanted.append(Wanted(name, path, OutputFile.Kind.OUTPUT))
-    return wanted, problems
+        wanted.append(Wanted(name, path, KIND_OUTPUT))
+    return wanted, refused
 
 
-def bring_files_home(run: Run, rundir) -> list[OutputFile]:
-    """Copy the run's files into the store and record them. Safe to call again."""
+def content_type_for(name: str, kind: str) -> str:
+    guessed = mimetypes.guess_type(name)[0]
+    if guessed:
+        return guessed
+    return "text/plain" if kind in (KIND_STDOUT, KIND_STDERR) else "application/octet-stream"
+
+
+def copy_one(
+    source: RunDirSource,
+    run_dir: str,
+    item: Wanted,
+    *,
+    store_root: Path,
+    folder: Path,
+    max_file: int,
+    max_run: int,
+    room: int,
+) -> FileResult:
+    """Copy one file into ``folder`` through a temporary name; never raises for the task's doing.
+
+    ``room`` is what is left of the per-run limit ``max_run``.
+    """
+    label = f"Output file {item.name!r}"
+    try:
+        size = source.regular_file_size(run_dir, item.path)
+    except FileNotFoundError:
+        return FileResult(item.name, item.kind, message=f"{label} was registered but is not there.")
+    except RefusedFile as exc:
+        return FileResult(item.name, item.kind, message=f"{label} refused: {exc}.")
+    if size > max_file:
+        return FileResult(
+            item.name,
+            item.kind,
+            size=size,
+            message=f"{label} is {size} bytes, over the per-file limit of {max_file} bytes "
+            "(SCHEDULER_MAX_FILE_BYTES); not brought home.",
+        )
+    if size > room:
+        return FileResult(
+            item.name,
+            item.kind,
+            size=size,
+            message=f"{label} ({size} bytes) would pass the per-run limit of {max_run} bytes "
+            "(SCHEDULER_MAX_RUN_BYTES); not brought home.",
+        )
+    folder.mkdir(parents=True, exist_ok=True, mode=0o750)
+    target = folder / item.name
+    # A leading dot: never a valid stored name, so a half copy is never served.
+    tmp = folder / f".{item.name[:50]}.{uuid.uuid4().hex}.part"
+    limit = min(max_file, room)
+    digest = hashlib.sha256()
+    copied = 0
+    try:
+        with open(tmp, "wb") as out:
+            for chunk in source.read_chunks(run_dir, item.path, limit + 1):
+                copied += len(chunk)
+                if copied > limit:
+                    which = "per-file" if limit == max_file else "per-run"
+                    raise RefusedFile(f"it grew past the {which} limit while it was copied")
+                digest.update(chunk)
+                out.write(chunk)
+        os.replace(tmp, target)
+    except FileNotFoundError:
+        tmp.unlink(missing_ok=True)
+        return FileResult(
+            item.name, item.kind, message=f"{label} vanished before it could be copied."
+        )
+    except RefusedFile as exc:
+        tmp.unlink(missing_ok=True)
+        return FileResult(item.name, item.kind, message=f"{label} refused: {exc}.")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return FileResult(
+        item.name,
+        item.kind,
+        size=copied,
+        sha256=digest.hexdigest(),
+        content_type=content_type_for(item.name, item.kind),
+        stored_path=str(target.relative_to(store_root)),
+    )
+
+
+def collect_files(
+    source: RunDirSource,
+    run_dir: str,
+    *,
+    store_root: Path,
+    run_key: str,
+    max_file: int,
+    max_run: int,
+) -> list[FileResult]:
+    """Bring every wanted file of ``run_dir`` into ``store_root/run_key/<kind>/``.
+
+    Returns a result for each file: a record to store, or a message. Calling it
+    again copies the files again over the same names (the per-run limit counts
+    one pass, so a repeated sync does not use it up).
+    """
+    wanted, results = wanted_files(source, run_dir)
+    store_root = Path(store_root)
+    total = 0
+    for item in wanted:
+        result = copy_one(
+            source,
+            run_dir,
+            item,
+            store_root=store_root,
+            folder=store_root / run_key / item.kind,
+            max_file=max_file,
+            max_run=max_run,
+            room=max_run - total,
+        )
+        if result.ok:
+            total += result.size
+        elif item.kind != KIND_OUTPUT and result.message.endswith("is not there."):
+            continue  # a program that printed nothing may leave no stdout/stderr file
+        results.append(result)
+    return results
+
+
+def bring_files_home(run, rundir) -> list:
+    """Copy the run's files into the store and record them (OutputFile rows, warnings).
+
+    Safe to call again (a sync event, then the end): rows are updated, never
+    duplicated, and a warning already on the run is not repeated.
+    """
+    from django.conf import settings
+
+    from scheduler import services
+    from scheduler.models import OutputFile
+
     if not run.run_directory:
         return []
-    wanted, problems = wanted_files(run, rundir)
-    store = Path(settings.SCHEDULER_FILE_ROOT) / str(run.pk)
-    max_file = settings.SCHEDULER_MAX_FILE_BYTES
-    max_run = settings.SCHEDULER_MAX_RUN_BYTES
-    total = 0  # every pass copies all wanted files again, so this is the run's total
+    results = collect_files(
+        rundir,
+        run.run_directory,
+        store_root=Path(settings.SCHEDULER_FILE_ROOT),
+        run_key=str(run.pk),
+        max_file=settings.SCHEDULER_MAX_FILE_BYTES,
+        max_run=settings.SCHEDULER_MAX_RUN_BYTES,
+    )
+    existing = {(f.kind, f.name): f for f in run.files.all()}
     stored: list[OutputFile] = []
     new_rows: list[OutputFile] = []
-    existing = {(f.kind, f.name): f for f in run.files.all()}
-    for item in wanted:
-        try:
-            size = rundir.regular_file_size(run.run_directory, item.path)
-        except FileNotFoundError:
-            if item.kind == OutputFile.Kind.OUTPUT:
-                problems.append(f"Output file {item.name!r} was registered but is not there.")
+    for result in results:
+        if not result.ok:
             continue
-        except RefusedFile as exc:
-            problems.append(f"Output file {item.name!r} refused: {exc}.")
-            continue
-        if size > max_file:
-            problems.append(
-                f"Output file {item.name!r} is {size} bytes, over the per-file limit of "
-                f"{max_file} bytes (SCHEDULER_MAX_FILE_BYTES); not brought home."
-            )
-            continue
-        if total + size > max_run:
-            problems.append(
-                f"Output file {item.name!r} ({size} bytes) would pass the per-run limit of "
-                f"{max_run} bytes (SCHEDULER_MAX_RUN_BYTES); "
-                "not brought home."
-            )
-            continue
-        folder = store / item.kind
-        folder.mkdir(parents=True, exist_ok=True, mode=0o750)
-        target = folder / item.name
-        tmp = folder / f".{item.name[:50]}.{uuid.uuid4().hex}.part"
-        digest = hashlib.sha256()
-        copied = 0
-        try:
-            with open(tmp, "wb") as out:
-                for chunk in rundir.read_chunks(run.run_directory, item.path, max_file + 1):
-                    copied += len(chunk)
-                    if copied > max_file:
-                        raise RefusedFile(f"it grew past the per-file limit of {max_file} bytes")
-                    digest.update(chunk)
-                    out.write(chunk)
-            os.replace(tmp, target)
-        except FileNotFoundError:
-            tmp.unlink(missing_ok=True)
-            problems.append(f"Output file {item.name!r} vanished before it could be copied.")
-            continue
-        except RefusedFile as exc:
-            tmp.unlink(missing_ok=True)
-            problems.append(f"Output file {item.name!r} refused: {exc}.")
-            continue
-        total += copied
-        content_type = mimetypes.guess_type(item.name)[0] or (
-            "text/plain" if item.kind != OutputFile.Kind.OUTPUT else "application/octet-stream"
-        )
-        fields = {
-            "size": copied,
-            "sha256": digest.hexdigest(),
-            "content_type": content_type,
-            "stored_path": str(target.relative_to(settings.SCHEDULER_FILE_ROOT)),
-        }
-        row = existing.get((item.kind, item.name))
+        fields = result.record_fields()
+        row = existing.get((result.kind, result.name))
         if row is None:
-            row = OutputFile(run=run, kind=item.kind, name=item.name, **fields)
+            row = OutputFile(run=run, kind=result.kind, name=result.name, **fields)
             new_rows.append(row)
         elif any(getattr(row, k) != v for k, v in fields.items()):
             for key, value in fields.items():
@@ -148,6 +294,7 @@ def bring_files_home(run: Run, rundir) -> list[OutputFile]:
     # ignore_conflicts: a bring-home running twice at once (sync, then the end)
     # keeps one row per (run, kind, name) through the unique constraint.
     OutputFile.objects.bulk_create(new_rows, ignore_conflicts=True)
+    problems = [r.message for r in results if not r.ok]
     if problems:
         known = set(run.messages.filter(level="warning").values_list("text", flat=True))
         for text in problems:

@@ -111,3 +111,58 @@ def test_a_message_of_a_megabyte_is_cut_to_the_stated_limit():
     events, _, _ = read_new_events(_line(seq=1, message=big), 0, max_chars=4000)
     assert len(events[0].message) < 4100
     assert events[0].message.endswith("[cut: 1048576 chars, limit 4000]")
+
+
+def test_a_cut_message_with_its_note_stays_within_the_limit():
+    big = "y" * 10_000
+    events, _, _ = read_new_events(_line(seq=1, message=big), 0, max_chars=4000)
+    assert len(events[0].message) == 4000
+    assert events[0].message.startswith("yyyy")
+    assert events[0].message.endswith(" [cut: 10000 chars, limit 4000]")
+
+
+def test_a_long_traceback_keeps_its_last_line_and_the_whole_stays_within_the_limit():
+    frames = "".join(f'  File "t.py", line {i}, in f\n    f()\n' for i in range(5000))
+    tb = "Traceback (most recent call last):\n" + frames + "RecursionError: too deep\n"
+    line = (
+        json.dumps(
+            {
+                "v": 1,
+                "seq": 1,
+                "type": "fail",
+                "message": "RecursionError: too deep",
+                "traceback": tb,
+            }
+        )
+        + "\n"
+    ).encode()
+    events, malformed, _ = read_new_events(line, 0, max_chars=4000)
+    assert malformed == []
+    message = events[0].message
+    assert len(message) <= 4000
+    assert message.startswith("RecursionError: too deep\n[cut: ")
+    assert message.endswith("RecursionError: too deep\n")
+    assert events[0].traceback.endswith("RecursionError: too deep\n")
+
+
+def test_an_endless_line_is_given_up_instead_of_stalling_the_stream():
+    endless = b'{"v": 1, "seq": 1, "type": "status", "message": "' + b"z" * 5000
+    events, malformed, offset = read_new_events(_line(seq=1) + endless, 0, max_line_bytes=4096)
+    assert [e.seq for e in events] == [1]
+    assert offset == len(_line(seq=1)) + len(endless)  # the reader moves on
+    assert "over 4096 bytes without an end; skipped" in malformed[0].reason
+    # The rest of that line, when it comes, is one malformed line; then all is normal.
+    events, malformed, _ = read_new_events(b'zzz"}\n' + _line(seq=2), offset)
+    assert [e.seq for e in events] == [2] and len(malformed) == 1
+
+
+def test_a_short_unfinished_line_is_still_waited_for():
+    partial = b'{"v": 1, "seq": 1, "type": "status", "message": "' + b"z" * 100
+    events, malformed, offset = read_new_events(partial, 50, max_line_bytes=4096)
+    assert (events, malformed, offset) == ([], [], 50)
+
+
+def test_output_events_need_a_name_and_a_path():
+    data = b'{"v": 1, "seq": 1, "type": "output", "name": "a.txt"}\n'
+    events, malformed, _ = read_new_events(data, 0)
+    assert events == [] and "needs a name and a path" in malformed[0].reason
