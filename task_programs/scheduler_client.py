@@ -424,17 +424,18 @@ def _run_child(program, argv, child, record):
         )
 
 
-def _task_frames(tb):
-    """The traceback without the launcher's own frames (this file and runpy)."""
-    ours = (os.path.abspath(__file__), os.path.abspath(runpy.__file__))
-    while tb is not None and tb.tb_next is not None:
-        if os.path.abspath(tb.tb_frame.f_code.co_filename) not in ours:
-            break
+def _task_frames(tb, program):
+    """The traceback from the program's first frame on, without the launcher's own."""
+    wanted = os.path.abspath(program)
+    first = tb
+    while tb is not None:
+        if os.path.abspath(tb.tb_frame.f_code.co_filename) == wanted:
+            return tb
         tb = tb.tb_next
-    return tb
+    return first  # it failed before the program ran (unreadable, a syntax error)
 
 
-def _record_exception(exc, record):
+def _record_exception(exc, record, program):
     """Turn what ended a Python program into the exit record (and a fail event)."""
     if isinstance(exc, TaskFailed):  # fail() already wrote its event
         record.update(exit_code=1, failed=True, error=exc.message)
@@ -456,7 +457,9 @@ def _record_exception(exc, record):
         )
         _emit("log", message="Stopped by signal %d" % exc.signum, level="warning")
     else:
-        text = "".join(traceback.format_exception(type(exc), exc, _task_frames(exc.__traceback__)))
+        text = "".join(
+            traceback.format_exception(type(exc), exc, _task_frames(exc.__traceback__, program))
+        )
         sys.stderr.write(text)
         summary = "%s: %s" % (type(exc).__name__, exc)
         record.update(exit_code=1, failed=True, error=summary)
@@ -505,7 +508,7 @@ def launch(argv):
             _run_child(program, program_args, child, record)
     except BaseException as exc:  # noqa: B036 - every ending of the task is recorded
         finished.append(True)
-        _record_exception(exc, record)
+        _record_exception(exc, record, program)
     finally:
         finished.append(True)
         for stream in (sys.stdout, sys.stderr):
