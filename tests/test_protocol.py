@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from poller.events import read_new_events, registered_outputs
 
 CLIENT = Path(__file__).resolve().parent.parent / "task_programs" / "scheduler_client.py"
@@ -40,23 +42,38 @@ CONTRACT = [
         "client.status('ünïcode ✓ \\n two lines')",
         {"type": "status", "message": "ünïcode ✓ \n two lines"},
     ),
+    (
+        "client.status('m' * 5000)",
+        {"type": "status", "message": "m" * 3970 + " [cut: 5000 chars, limit 4000]"},
+    ),
+    ("client.fail('the end')", {"type": "fail", "message": "the end", "level": "error"}),
 ]
 
 
-def test_what_the_client_writes_the_poller_reads_back_the_same(tmp_path):
+def _oldest_and_newest() -> list[str]:
+    found = sorted(
+        Path("/root/.pyenv/versions").glob("3.*/bin/python"),
+        key=lambda p: tuple(int(x) for x in p.parent.parent.name.split(".")[:2]),
+    )
+    found = [str(p) for p in found if p.parent.parent.name.split(".")[1] in {"8", "13"}]
+    return found or [sys.executable]
+
+
+@pytest.mark.parametrize("python", _oldest_and_newest(), ids=lambda p: p.split("/")[-3])
+def test_what_the_client_writes_the_poller_reads_back_the_same(python, tmp_path):
     d = tmp_path / "run"
     d.mkdir()
     shutil.copy(CLIENT, d)
     (d / "run.json").write_text(json.dumps({"v": 1, "run_id": 3, "parameters": {}}))
     program = "import scheduler_client as client\n" + "\n".join(code for code, _ in CONTRACT)
     (d / "task.py").write_text(program)
-    subprocess.run(
-        [sys.executable, "scheduler_client.py", "run", "task.py"],
+    result = subprocess.run(
+        [python, "scheduler_client.py", "run", "task.py"],
         cwd=d,
         env={"SCHEDULER_RUN_DIR": str(d)},
-        check=True,
         timeout=60,
     )
+    assert result.returncode == 1  # the contract ends with fail()
     data = (d / "events.jsonl").read_bytes()
     events, malformed, offset = read_new_events(data, 0)
     assert malformed == [] and offset == len(data)
