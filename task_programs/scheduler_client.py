@@ -83,6 +83,7 @@ _last_seq = None  # the last sequence number in the events file, as far as we kn
 _known_end = None  # the file's size just after our last write
 _info_cache = None
 _in_launcher = False
+_failure = None  # the message of fail(), also when called outside the main thread
 
 
 class TaskFailed(SystemExit):
@@ -307,7 +308,9 @@ def fail(message):
     Raises TaskFailed, a SystemExit, so a broad ``except Exception`` does not
     swallow it. The run ends as FAILED with ``message`` as its error.
     """
+    global _failure
     message = str(message)
+    _failure = message
     _emit("fail", message=message, level="error")
     raise TaskFailed(message, 1 if _in_launcher else "task failed: " + message)
 
@@ -352,7 +355,7 @@ def _claim_launch():
     path = os.path.join(run_dir(), LAUNCHED_FILE)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except OSError:
+    except FileExistsError:
         return False
     try:
         os.write(
@@ -472,7 +475,12 @@ def launch(argv):
     if not argv:
         sys.stderr.write("usage: scheduler_client.py run PROGRAM [ARGS...]\n")
         return 2
-    if not _claim_launch():
+    try:
+        first = _claim_launch()
+    except OSError as exc:
+        sys.stderr.write("scheduler_client: cannot write in the run directory: %s\n" % exc)
+        return 1
+    if not first:
         sys.stderr.write("scheduler_client: this run was launched before; not starting it again\n")
         return ALREADY_LAUNCHED_EXIT
     _in_launcher = True
@@ -511,6 +519,9 @@ def launch(argv):
         _record_exception(exc, record, program)
     finally:
         finished.append(True)
+        if _failure is not None and not record["failed"]:
+            # fail() in a thread ends only that thread: the run still failed.
+            record.update(exit_code=1, failed=True, error=_failure)
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()

@@ -450,3 +450,32 @@ def test_a_syntax_error_in_the_program_is_a_failure_that_names_the_line(python, 
     assert fail.type == "fail" and fail.message.startswith("SyntaxError")
     assert "line 2" in fail.traceback
     assert _exit(d)["error"].startswith("SyntaxError")
+
+
+@each_python
+def test_fail_in_a_thread_still_fails_the_run(python, tmp_path):
+    program = (
+        "import threading\n"
+        "import scheduler_client as client\n"
+        "t = threading.Thread(target=client.fail, args=('worker gave up',))\n"
+        "t.start(); t.join()\n"
+        "client.status('main thread carried on')\n"
+    )
+    d = _run_dir(tmp_path, program)
+    assert _launch(python, d, "task.py").returncode == 1
+    record = _exit(d)
+    assert (record["failed"], record["error"]) == (True, "worker gave up")
+
+
+def test_a_run_directory_that_cannot_be_written_is_a_plain_failure(tmp_path):
+    d = _run_dir(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "scheduler_client.py", "run", "task.py"],
+        cwd=d,
+        env={"SCHEDULER_RUN_DIR": str(d / "gone"), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1 and "cannot write in the run directory" in result.stderr
+    assert not (d / "events.jsonl").exists()  # the task did not start
