@@ -466,7 +466,7 @@ class Recurrence(models.Model):
     def clean(self) -> None:
         from scheduler import recurrence as maths
 
-        errors = maths.validate(self)
+        errors = maths.validate_by_field(self)
         if errors:
             raise ValidationError(errors)
 
