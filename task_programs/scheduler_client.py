@@ -49,15 +49,14 @@ stderr instead.
 
 from __future__ import print_function
 
-import datetime
+# Only what every run needs is imported here: the launcher starts once per run,
+# and subprocess, runpy, traceback or datetime would add ~15 ms to each start.
+import _thread
 import json
 import os
-import runpy
 import signal
-import subprocess
 import sys
-import threading
-import traceback
+import time
 
 try:  # POSIX: serialise writers of several processes (a task's children) on one file
     import fcntl
@@ -78,7 +77,7 @@ LEVELS = ("debug", "info", "warning", "error")
 MAX_ERROR_CHARS = 10000
 PASSED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()
 _last_seq = None  # the last sequence number in the events file, as far as we know
 _known_end = None  # the file's size just after our last write
 _info_cache = None
@@ -98,7 +97,11 @@ class TaskFailed(SystemExit):
 
 
 def _now():
-    return datetime.datetime.now(datetime.timezone.utc).isoformat()
+    """Now in UTC as ISO 8601 with microseconds (what datetime.isoformat gives)."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%06d+00:00" % (
+        int(now % 1 * 1000000)
+    )
 
 
 def run_dir():
@@ -367,6 +370,27 @@ def _claim_launch():
     return True
 
 
+def _exec_as_main(program):
+    """Run a Python file as ``__main__``, the way ``runpy.run_path`` does for a file."""
+    import types
+
+    with open(program, "rb") as fh:
+        source = fh.read()
+    code = compile(source, program, "exec", dont_inherit=True)
+    module = types.ModuleType("__main__")
+    module.__file__ = program
+    module.__builtins__ = __builtins__
+    launcher = sys.modules["__main__"]
+    # The program's classes must find their module as sys.modules["__main__"]
+    # (pickle, dataclasses, typing.get_type_hints); the launcher stays importable
+    # as scheduler_client.
+    sys.modules["__main__"] = module
+    try:
+        exec(code, module.__dict__)
+    finally:
+        sys.modules["__main__"] = launcher
+
+
 def _run_python(program, argv):
     sys.argv = [program] + list(argv)
     for folder in (os.path.dirname(os.path.abspath(program)), os.path.abspath(run_dir())):
@@ -376,12 +400,14 @@ def _run_python(program, argv):
         sys.stdout.reconfigure(line_buffering=True)
     except (AttributeError, ValueError):
         pass
-    runpy.run_path(program, run_name="__main__")
+    _exec_as_main(program)
     # Non-daemon threads would keep the process alive after the exit record:
     # wait for them so the record really is the last thing written.
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        for thread in threading.enumerate():
+            if thread is not threading.current_thread() and not thread.daemon:
+                thread.join()
 
 
 class _Signalled(BaseException):
@@ -398,6 +424,8 @@ def _start_child(program, argv, child):
     if mask is not None:
         mask(signal.SIG_BLOCK, PASSED_SIGNALS)
     try:
+        import subprocess
+
         child.append(subprocess.Popen([program] + list(argv)))
     finally:
         if mask is not None:
@@ -460,6 +488,8 @@ def _record_exception(exc, record, program):
         )
         _emit("log", message="Stopped by signal %d" % exc.signum, level="warning")
     else:
+        import traceback
+
         text = "".join(
             traceback.format_exception(type(exc), exc, _task_frames(exc.__traceback__, program))
         )
