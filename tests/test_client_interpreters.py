@@ -479,3 +479,26 @@ def test_a_run_directory_that_cannot_be_written_is_a_plain_failure(tmp_path):
     )
     assert result.returncode == 1 and "cannot write in the run directory" in result.stderr
     assert not (d / "events.jsonl").exists()  # the task did not start
+
+
+@each_python
+def test_a_python_task_runs_as_main_with_its_own_module(python, tmp_path):
+    program = (
+        "from __future__ import annotations\n"
+        "import dataclasses, pickle, sys, typing\n"
+        "import scheduler_client as client\n"
+        "@dataclasses.dataclass\n"
+        "class Point:\n"
+        "    x: int\n"
+        "    y: typing.ClassVar[int] = 0\n"
+        "if __name__ == '__main__':\n"
+        "    p = pickle.loads(pickle.dumps(Point(3)))\n"
+        "    assert sys.modules['__main__'].Point is Point\n"
+        "    assert [f.name for f in dataclasses.fields(Point)] == ['x']\n"
+        "    assert __file__ == 'task.py' and sys.argv == ['task.py', 'arg']\n"
+        "    client.status('point %d' % p.x)\n"
+    )
+    d = _run_dir(tmp_path, program)
+    result = _launch(python, d, "task.py", "arg")
+    assert result.returncode == 0, result.stderr
+    assert [e.message for e in _events(d)] == ["point 3"]
