@@ -146,6 +146,9 @@ if os.environ.get("SCHEDULER_DATABASE_NAME"):
     # they open the very database the poller uses, the test database included.
     DATABASES["default"]["NAME"] = os.environ["SCHEDULER_DATABASE_NAME"]
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    if DATABASES["default"]["NAME"] not in ("", ":memory:"):
+        # A fresh install (or a test's empty var dir) has no folder for the file yet.
+        Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # The web server and the poller share one SQLite file: WAL lets readers run
     # beside a writer, IMMEDIATE transactions take the write lock up front so two
     # writers queue on the busy timeout instead of failing with "database is locked".
