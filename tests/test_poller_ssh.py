@@ -1,0 +1,78 @@
+"""Runs on an ssh:// resource through the real sshd fixture, end to end."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+
+import pytest
+from django.conf import settings as django_settings
+
+from poller.loop import Poller
+from scheduler import services
+from scheduler.models import ExecutionResource, Run, TaskDefinition, TaskParameter
+from tests.poller_helpers import run_to_end
+from tests.poller_process import PROGRAMS
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+@pytest.fixture(autouse=True)
+def _programs(settings):
+    settings.SCHEDULER_PROGRAM_DIRS = [*django_settings.SCHEDULER_PROGRAM_DIRS, PROGRAMS]
+
+
+@pytest.fixture
+def ssh_resource(sshd_server, tmp_path):
+    return ExecutionResource.objects.create(
+        name="sshhost",
+        job_service_url=f"ssh://{sshd_server.user}@{sshd_server.host}:{sshd_server.port}",
+        ssh_user=sshd_server.user,
+        ssh_key_path=sshd_server.key_path,
+        working_root=str(tmp_path / "remote-runs"),
+        python=sys.executable,
+    )
+
+
+@pytest.fixture
+def behave(ssh_resource):
+    d = TaskDefinition.objects.create(
+        name="Behave ssh", program="behave.py", default_resource=ssh_resource
+    )
+    TaskParameter.objects.create(definition=d, name="mode", default="ok")
+    return d
+
+
+@pytest.fixture
+def poller(django_db_blocker):
+    p = Poller(name="test-ssh", services_per_resource=1)
+    yield p
+    with django_db_blocker.unblock():
+        p.close()
+
+
+def test_the_hello_example_on_an_ssh_resource_ends_with_its_messages_and_files_home(
+    poller, ssh_resource
+):
+    hello = TaskDefinition.objects.create(
+        name="Hello ssh", program="hello.py", default_resource=ssh_resource
+    )
+    TaskParameter.objects.create(definition=hello, name="name", default="ssh")
+    run = run_to_end(poller, services.run_enqueue(definition=hello), timeout=90)
+    assert run.state == Run.State.SUCCEEDED, run.error
+    assert run.saga_job_id.startswith("[ssh://")
+    assert run.messages.filter(text="Hello, ssh!", progress=50).exists()
+    result = run.files.get(name="greeting.txt")
+    assert result.absolute_path().read_bytes() == b"Hello, ssh!\n"
+    assert result.sha256 == hashlib.sha256(b"Hello, ssh!\n").hexdigest()
+    assert b"said hello to ssh" in run.files.get(kind="stdout").absolute_path().read_bytes()
+    run.resource.refresh_from_db()
+    assert run.resource.last_ok_at is not None
+
+
+def test_a_failure_over_ssh_carries_the_stderr_tail(poller, behave):
+    run = run_to_end(
+        poller, services.run_enqueue(definition=behave, parameters={"mode": "exit"}), timeout=90
+    )
+    assert (run.state, run.exit_code) == (Run.State.FAILED, 3)
+    assert "about to exit with 3" in run.error
