@@ -38,6 +38,7 @@ from scheduler.models import ExecutionResource, Recurrence, Run
 logger = logging.getLogger(__name__)
 
 VERSION = "1.0"
+CRON_MARK = "(cron)"  # in the heartbeat's version: a poller that ticks once a minute
 CLIENT_PATH = settings.BASE_DIR / "task_programs" / "scheduler_client.py"
 # How often a job with no exit record yet is asked about in SAGA (seconds); the
 # exit record is read every tick, which is what notices almost every ending.
@@ -63,6 +64,9 @@ class _Flight:
 class Poller:
     name: str = ""
     services_per_resource: int = 0
+    # One tick a minute from cron (run_poller --once): the heartbeat says so, and
+    # the end of a tick is not the poller's stop.
+    cron: bool = False
     ident: str = field(init=False)
     pid: int = field(init=False)
     started_at: Any = field(init=False)
@@ -147,6 +151,8 @@ class Poller:
             except Exception:
                 logger.exception("closing a job service pool failed")
         self._pools.clear()
+        if self.cron:
+            return
         try:
             services.heartbeat_stop(ident=self.ident)
         except Exception:
@@ -159,7 +165,7 @@ class Poller:
             host=socket.gethostname(),
             pid=self.pid,
             started_at=self.started_at,
-            version=VERSION,
+            version=f"{VERSION} {CRON_MARK}" if self.cron else VERSION,
         )
         services.run_renew_leases(poller=self.ident)
         return False

@@ -247,6 +247,8 @@ SCHEDULER_RETENTION_KEEP_LAST = env_int("SCHEDULER_RETENTION_KEEP_LAST", 20)
 CRONJOBS = [
     ("* * * * *", "django.core.management.call_command", ["run_poller"], {"once": True}),
 ]
+# A tick that runs past the next minute is not started twice.
+CRONTAB_LOCK_JOBS = True
 CRONTAB_COMMAND_PREFIX = (
     f"DJANGO_SETTINGS_MODULE={os.environ.get('DJANGO_SETTINGS_MODULE', 'project.settings')}"
 )

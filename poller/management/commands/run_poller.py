@@ -28,7 +28,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, once: bool, name: str, interval, services: int, **options) -> None:
-        poller = Poller(name=name, services_per_resource=services)
+        poller = Poller(name=name, services_per_resource=services, cron=once)
 
         def stop(signum, frame):
             # Finish the current step, then leave; running jobs keep running and
