@@ -15,6 +15,7 @@ from django.utils.html import format_html
 from import_export.admin import ExportActionMixin, ImportExportModelAdmin
 
 from scheduler import access, services
+from scheduler.admin_audit import AuditedAdminMixin
 from scheduler.admin_recurrence import RecurrenceAdmin  # noqa: F401 - registers it
 from scheduler.exceptions import SchedulerError
 from scheduler.forms import run_now_form_class
@@ -303,7 +304,7 @@ class RecurrenceInline(admin.TabularInline):
 
 
 @admin.register(TaskDefinition)
-class TaskDefinitionAdmin(NotFoundForInvisibleMixin, ImportExportModelAdmin):
+class TaskDefinitionAdmin(NotFoundForInvisibleMixin, AuditedAdminMixin, ImportExportModelAdmin):
     resource_classes = [TaskDefinitionResource]
     list_display = ["name", "program", "default_resource", "enabled", "next_due", "runs_link"]
     list_filter = ["enabled", "default_resource"]
@@ -368,16 +369,6 @@ class TaskDefinitionAdmin(NotFoundForInvisibleMixin, ImportExportModelAdmin):
         }
         return super().change_view(request, object_id, form_url, extra_context)
 
-    def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        services.audit_record(
-            action="change" if change else "add",
-            user=request.user,
-            ip=services.client_ip(request),
-            obj=obj,
-            detail={"fields": list(form.changed_data)},
-        )
-
     def run_now_view(self, request, definition_id: int):
         definition = self.get_queryset(request).filter(pk=definition_id).first()
         if definition is None:
@@ -422,7 +413,7 @@ class TaskDefinitionAdmin(NotFoundForInvisibleMixin, ImportExportModelAdmin):
 
 # -------------------------------------------------------------- resources
 @admin.register(ExecutionResource)
-class ExecutionResourceAdmin(ImportExportModelAdmin):
+class ExecutionResourceAdmin(AuditedAdminMixin, ImportExportModelAdmin):
     resource_classes = [ExecutionResourceResource]
     list_display = [
         "name",
@@ -511,7 +502,7 @@ class AuditEventAdmin(ExportActionMixin, ReadOnlyAdmin):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ["name", "user", "prefix", "created_at", "last_used_at"]
     list_select_related = ["user"]
     readonly_fields = ["prefix", "created_at", "last_used_at"]

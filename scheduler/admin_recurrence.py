@@ -10,12 +10,13 @@ from import_export.admin import ImportExportModelAdmin
 
 from scheduler import access
 from scheduler import recurrence as maths
+from scheduler.admin_audit import AuditedAdminMixin
 from scheduler.import_export_resources import RecurrenceResource
 from scheduler.models import Recurrence
 
 
 @admin.register(Recurrence)
-class RecurrenceAdmin(ImportExportModelAdmin):
+class RecurrenceAdmin(AuditedAdminMixin, ImportExportModelAdmin):
     resource_classes = [RecurrenceResource]
     list_display = ["name", "definition", "description", "enabled", "next_due_at", "last_error"]
     list_filter = ["enabled", "kind", "timezone", "misfire_policy", "overlap_policy"]
@@ -118,7 +119,10 @@ class RecurrenceAdmin(ImportExportModelAdmin):
 
     @admin.action(description="Pause the selected recurrences", permissions=["change"])
     def pause(self, request, queryset):
+        paused = list(queryset.filter(enabled=True))
         n = queryset.update(enabled=False)
+        for rec in paused:
+            self.audit_action(request, "pause", rec)
         self.message_user(request, f"{n} paused.")
 
     @admin.action(
@@ -131,6 +135,7 @@ class RecurrenceAdmin(ImportExportModelAdmin):
             rec.enabled = True
             rec.next_due_at = maths.next_due_on_enable(rec, now)
             rec.save(update_fields=["enabled", "next_due_at"])
+            self.audit_action(request, "resume", rec, next_due=str(rec.next_due_at))
             n += 1
         self.message_user(request, f"{n} resumed; none fires a missed occurrence.")
 
@@ -138,7 +143,11 @@ class RecurrenceAdmin(ImportExportModelAdmin):
     def skip_next(self, request, queryset):
         n = 0
         for rec in queryset.filter(next_due_at__isnull=False):
+            skipped = rec.next_due_at
             rec.next_due_at = maths.next_after(rec, rec.next_due_at)
             rec.save(update_fields=["next_due_at"])
+            self.audit_action(
+                request, "skip", rec, skipped=str(skipped), next_due=str(rec.next_due_at)
+            )
             n += 1
         self.message_user(request, f"Skipped the next occurrence of {n}.")

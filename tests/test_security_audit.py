@@ -126,3 +126,63 @@ def test_the_audit_trail_is_read_only_in_the_admin(client, roles):
     )
     assert response.status_code == 403
     assert AuditEvent.objects.filter(pk=event.pk).exists()
+
+
+# ------------------------------------------- changes made through the admin
+def _admin_post(client, url, data):
+    response = client.post(url, data, REMOTE_ADDR=ADDRESS)
+    assert response.status_code == 302, re.findall(r"errorlist.{0,300}", response.content.decode())
+    return response
+
+
+def test_admin_add_change_and_delete_of_a_resource_are_recorded(client, roles):
+    from scheduler.models import ExecutionResource
+
+    client.force_login(roles["superuser"])
+    form = {
+        "name": "cluster",
+        "job_service_url": "ssh://batch@cluster.example.org",
+        "working_root": "/scratch/runs",
+        "python": "python3",
+        "max_concurrent_runs": "4",
+        "enabled": "on",
+    }
+    _admin_post(client, reverse("admin:scheduler_executionresource_add"), form)
+    resource = ExecutionResource.objects.get(name="cluster")
+    added = only_event("add")
+    assert (added.user, added.ip) == (roles["superuser"], ADDRESS)
+    assert (added.object_type, added.object_id) == ("executionresource", str(resource.pk))
+
+    form["working_root"] = "/scratch/other"
+    url = reverse("admin:scheduler_executionresource_change", args=[resource.pk])
+    _admin_post(client, url, form)
+    changed = only_event("change")
+    assert changed.detail["change"] == [{"changed": {"fields": ["Working root"]}}]
+
+    url = reverse("admin:scheduler_executionresource_delete", args=[resource.pk])
+    _admin_post(client, url, {"post": "yes"})
+    deleted = only_event("delete")
+    assert not ExecutionResource.objects.filter(pk=resource.pk).exists()
+    assert (deleted.object_id, deleted.detail["object"]) == (str(resource.pk), "cluster")
+
+
+def test_recurrence_pause_resume_and_skip_are_recorded(client, roles, plain):
+    from scheduler.models import Recurrence
+
+    rec = Recurrence.objects.create(
+        definition=plain, name="hourly", kind="interval", interval_every=1, interval_unit="hours",
+        timezone="UTC", start_at=timezone.now(), enabled=True,
+        next_due_at=timezone.now() + timezone.timedelta(hours=1),
+    )
+    client.force_login(roles["operator"])
+    url = reverse("admin:scheduler_recurrence_changelist")
+    for action in ("pause", "resume", "skip_next"):
+        _admin_post(client, url, {"action": action, "_selected_action": [rec.pk]})
+    assert list(
+        AuditEvent.objects.filter(object_type="recurrence")
+        .order_by("created_at", "id")
+        .values_list("action", "object_id", "ip")
+    ) == [(a, str(rec.pk), ADDRESS) for a in ("pause", "resume", "skip")]
+    rec.refresh_from_db()
+    skip = only_event("skip")
+    assert skip.detail["next_due"] == str(rec.next_due_at)
