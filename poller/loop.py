@@ -112,6 +112,7 @@ class Poller:
     def run_forever(self, *, interval: float | None = None) -> None:
         interval = settings.SCHEDULER_POLL_INTERVAL if interval is None else interval
         logger.info("poller %s (pid %s) started", self.ident, self.pid)
+        self.warm_up()
         try:
             while not self.stop_requested:
                 found = self.tick()
@@ -119,6 +120,16 @@ class Poller:
                     self._sleep(self._idle_seconds(interval))
         finally:
             self.close()
+
+    def warm_up(self) -> None:
+        """A long-lived poller opens the job services of its local resources in the
+        background at start, so the first runs do not wait for them. Remote ones
+        open on first use, where a failure is reported on the run and resource."""
+        for resource in ExecutionResource.objects.filter(enabled=True):
+            if resource.is_local():
+                pool = self._pool(resource)
+                for _ in range(pool.size):  # in parallel, one service per thread
+                    self._threads.submit(_quietly, pool.warm_one, f"warming up {resource.name}")
 
     def _idle_seconds(self, interval: float) -> float:
         """Sleep the poll interval, or less when a queued run falls due sooner."""
@@ -585,6 +596,13 @@ class Poller:
         files = rundirs.for_resource(run.resource)
         services.run_add_message(run=run, text=reason, level="warning")
         self._finish(run, files, state=state, error=reason if state != "CANCELLED" else "")
+
+
+def _quietly(fn, what: str) -> None:
+    try:
+        fn()
+    except Exception:
+        logger.warning("%s failed", what, exc_info=True)
 
 
 def _wall_time_minutes(run: Run) -> int | None:

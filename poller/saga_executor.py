@@ -120,6 +120,19 @@ class JobServicePool:
             self._all.append(service)
         return service
 
+    def warm_one(self) -> None:
+        """Open one more job service ahead of the first runs (~1.4 s each)."""
+        with self._lock:
+            if self._created >= self.size:
+                return
+            self._created += 1
+        try:
+            self._free.put(self._new_service())
+        except Exception:
+            with self._lock:
+                self._created -= 1
+            raise
+
     @contextlib.contextmanager
     def service(self) -> Iterator[Any]:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import time
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,19 @@ def test_the_per_definition_limit_holds_runs_back(poller, behave):
     assert Run.objects.get(pk=b.pk).state == Run.State.QUEUED
     services.run_request_cancel(run=Run.objects.get(pk=a.pk))
     assert run_to_end(poller, b).state == Run.State.SUCCEEDED
+
+
+def test_a_long_lived_poller_opens_its_local_job_services_at_start(local_resource):
+    p = Poller(name="test-warm", services_per_resource=2)
+    try:
+        p.warm_up()
+        pool = p._pools[local_resource.pk]
+        deadline = time.monotonic() + 60
+        while pool._free.qsize() < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert pool._free.qsize() == 2, "both job services open before any run asked"
+        p.warm_up()  # a second warm-up opens no more than the pool's size
+        time.sleep(0.5)
+        assert (pool._created, pool._free.qsize()) == (2, 2)
+    finally:
+        p.close()
