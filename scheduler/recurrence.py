@@ -118,6 +118,31 @@ _CRON_FIELDS = [
 ]
 
 
+_DEGENERATE_RANGE = re.compile(r"^([0-9]+|[A-Za-z]{3})-([0-9]+|[A-Za-z]{3})/[0-9]+$")
+
+
+def cron_normalized(expr: str) -> str:
+    """The expression as cronsim should read it.
+
+    cronsim reads a one-value range with a step ("5-5/2", "JAN-JAN/1") as "from 5
+    to the end, every 2"; cron and every reader take it as that one value.
+    """
+    fields = []
+    for field in expr.split():
+        items = []
+        for item in field.split(","):
+            match = _DEGENERATE_RANGE.match(item)
+            if match and match.group(1).upper() == match.group(2).upper():
+                item = match.group(1)
+            items.append(item)
+        fields.append(",".join(items))
+    return " ".join(fields)
+
+
+def _cron(expr: str, start: dt.datetime) -> CronSim:
+    return CronSim(cron_normalized(expr.strip()), start)
+
+
 def _cron_field_error(expr: str) -> str:
     """Which field of a cron expression is bad, and what it may hold."""
     parts = expr.split()
@@ -125,7 +150,7 @@ def _cron_field_error(expr: str) -> str:
         probe = ["*"] * 5
         probe[i] = parts[i]
         try:
-            CronSim(" ".join(probe), dt.datetime(2000, 1, 1))
+            _cron(" ".join(probe), dt.datetime(2000, 1, 1))
         except CronSimError:
             return (
                 f"cron expression {expr!r}: the {name} field {parts[i]!r} is not valid; "
@@ -145,7 +170,7 @@ def _cron_error(expr: str) -> str | None:
             "day-of-month month day-of-week, e.g. '30 7 * * MON-FRI'."
         )
     try:
-        CronSim(expr, dt.datetime(2000, 1, 1))
+        _cron(expr, dt.datetime(2000, 1, 1))
     except CronSimError:
         return _cron_field_error(expr)
     return None
@@ -332,7 +357,7 @@ def _wall_candidates(rec: Any, begin: dt.datetime) -> Iterator[dt.datetime]:
         # wildcard expressions on elapsed time (the repeated hour fires twice) and
         # moves gap times by its own rules. Ours are applied by to_utc().
         first = (begin - dt.timedelta(minutes=1)).replace(second=0, microsecond=0)
-        for candidate in CronSim(rec.cron_expression.strip(), first):
+        for candidate in _cron(rec.cron_expression, first):
             if candidate >= start:
                 yield candidate
     elif kind == "rrule":
@@ -539,7 +564,7 @@ def describe(rec: Any) -> str:
                 text += f" at {start_local:%H:%M}"
             text += since
         elif kind == "cron":
-            text = CronSim(rec.cron_expression.strip(), dt.datetime(2000, 1, 1)).explain()
+            text = _cron(rec.cron_expression, dt.datetime(2000, 1, 1)).explain()
             text = text.replace("Monday through Friday", "weekdays")
         elif kind == "rrule":
             rules = _rule(rec)._rrule
