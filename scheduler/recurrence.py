@@ -513,7 +513,13 @@ def _describe_rrule(r: RRule) -> str:
         parts.append("in " + ", ".join(calendar.month_name[m] for m in sorted(r._bymonth)))
     days = [_DAY_NAMES[d] for d in sorted(r._byweekday or ())]
     nth = [f"the {_ordinal(n)} {_DAY_NAMES[d]}" for d, n in sorted(r._bynweekday or ())]
-    if days == _DAY_NAMES[:5]:
+    setpos = sorted(r._bysetpos or ())
+    if days and len(setpos) == 1 and r._freq <= 2:
+        # BYDAY=MO;BYSETPOS=1 (or MO,TU,WE,TH,FR;BYSETPOS=-1): one pick among them.
+        among = "weekday" if days == _DAY_NAMES[:5] else " or ".join(days)
+        parts.append(f"on the {_ordinal(setpos[0])} {among}")
+        setpos = []
+    elif days == _DAY_NAMES[:5]:
         parts.append("on weekdays")
     elif days and len(days) < 7:
         parts.append("on " + ", ".join(days))
@@ -524,8 +530,8 @@ def _describe_rrule(r: RRule) -> str:
         parts.append("on day " + ", ".join(str(d) for d in monthdays))
     elif r._bynmonthday and r._freq <= 1:
         parts.append("on the " + ", ".join(_ordinal(d) for d in r._bynmonthday) + " day")
-    if r._bysetpos:
-        parts.append("(positions " + ", ".join(str(p) for p in r._bysetpos) + ")")
+    if setpos:
+        parts.append("(positions " + ", ".join(str(p) for p in setpos) + ")")
     if r._freq >= 3 or r._byhour is not None:
         hours = sorted(r._byhour or ())
         minutes = sorted(r._byminute or ())
