@@ -319,7 +319,7 @@ class Poller:
             "program": program.name,
         }
         env = {"SCHEDULER_RUN_DIR": run_dir, "SCHEDULER_RUN_ID": str(run.pk)}
-        if resource.is_local():
+        if resource.on_this_host():
             # Local programs may use the site's models (scheduler_client.setup_django):
             # same code, same settings, same database as this poller.
             run_json["site_dir"] = str(settings.BASE_DIR)
@@ -339,7 +339,7 @@ class Poller:
 
         spec = JobSpec(
             run_id=run.pk,
-            executable=resource.python or (sys.executable if resource.is_local() else "python3"),
+            executable=resource.python or (sys.executable if resource.on_this_host() else "python3"),
             arguments=["scheduler_client.py", "run", program.name, *run_json["args"]],
             environment=env,
             working_directory=run_dir,

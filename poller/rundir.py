@@ -124,7 +124,7 @@ class LocalRunDirs:
 
 
 def for_resource(resource: ExecutionResource):
-    if resource.is_local():
+    if resource.on_this_host():
         return LocalRunDirs(resource)
     from poller.saga_executor import RemoteRunDirs
 

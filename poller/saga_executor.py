@@ -69,7 +69,7 @@ def _session(resource: ExecutionResource):
 @contextlib.contextmanager
 def _radical_base(resource: ExecutionResource) -> Iterator[None]:
     """Remote shells keep their job state under the remote $HOME, not our local path."""
-    if resource.is_local():
+    if resource.on_this_host():
         yield
         return
     with _env_lock:

@@ -148,6 +148,11 @@ class ExecutionResource(models.Model):
         base = self.scheme.split("+")[0]
         return base in {"slurm", "pbs", "pbspro", "torque", "sge", "lsf", "loadl", "condor"}
 
+    def on_this_host(self) -> bool:
+        """Run directories are on this machine's filesystem: fork://localhost, or a
+        batch system on this host (slurm://localhost), whose file service is local."""
+        return self.is_local() or self.effective_file_service_url().startswith("file://localhost")
+
     def effective_file_service_url(self) -> str:
         if self.file_service_url:
             return self.file_service_url

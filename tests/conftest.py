@@ -10,7 +10,7 @@ from django.contrib.auth.models import Group, User
 from scheduler.models import ExecutionResource, TaskDefinition, TaskParameter
 from scheduler.roles import ADMINISTRATORS, OPERATORS, VIEWERS, sync_roles
 
-pytest_plugins = ["tests.fixtures_sshd"]
+pytest_plugins = ["tests.fixtures_sshd", "tests.fixtures_slurm"]
 
 PASSWORD = "correct horse battery staple 42"
 

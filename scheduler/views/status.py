@@ -29,7 +29,7 @@ def _log_tail(run: Run, kind: str) -> str:
     stored = run.files.filter(kind=kind).first()
     if stored is not None:
         return _tail(stored.absolute_path())
-    if run.resource.is_local() and run.run_directory:
+    if run.resource.on_this_host() and run.run_directory:
         # Only inside the local run root: the path comes from the database, and a
         # status page must never become a way to read arbitrary files.
         root = Path(run.resource.working_root or settings.SCHEDULER_RUN_ROOT).resolve()
