@@ -280,6 +280,9 @@ class Poller:
         try:
             job_id, run_dir = self._stage_and_submit(run)
             services.run_mark_submitted(run=run, job_id=job_id, run_directory=run_dir)
+            # Here, not when the launch is collected: a quick run can be tracked to
+            # its end before the next tick collects it.
+            services.resource_record_ok(resource=run.resource)
             return None
         except Exception as exc:  # noqa: BLE001 - reported on the run by collect_launches
             return exc
@@ -288,7 +291,6 @@ class Poller:
 
     def collect_launches(self, *, wait: bool = False) -> bool:
         """Report finished launches: failures on their runs, successes to tracking."""
-        ok_resources: dict[int, ExecutionResource] = {}
         collected = False
         for run_id, (run, future) in list(self._launching.items()):
             if not (wait or future.done()):
@@ -300,9 +302,6 @@ class Poller:
                 self._launch_failed(run, exc)
             else:
                 self._flights[run_id] = _Flight(last_saga_check=time.monotonic())
-                ok_resources[run.resource_id] = run.resource
-        for resource in ok_resources.values():
-            services.resource_record_ok(resource=resource)
         return collected
 
     def _stage_and_submit(self, run: Run) -> tuple[str, str]:
@@ -385,9 +384,21 @@ class Poller:
             .select_related("definition", "resource")
         )
         found = False
+        from poller.saga_executor import ExecutorError
+
         for run in mine:
+            if self._resource_down_until.get(run.resource_id, 0) > time.monotonic():
+                continue  # its host failed a moment ago: its runs wait, nothing is lost
             try:
                 found = self.track_run(run) or found
+            except ExecutorError as exc:
+                # The resource cannot be reached: say so once, leave its runs alone
+                # for a while (they keep their state), try again later.
+                logger.warning("tracking run %s: %s", run.pk, exc)
+                services.resource_record_error(resource=run.resource, error=str(exc))
+                self._resource_down_until[run.resource_id] = (
+                    time.monotonic() + RESOURCE_RETRY_SECONDS
+                )
             except Exception as exc:  # noqa: BLE001
                 logger.exception("tracking run %s failed", run.pk)
                 if _is_resource_fault(exc):

@@ -17,6 +17,7 @@ import queue
 import re
 import shlex
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,34 @@ def _rs():
     import radical.saga as rs
 
     return rs
+
+
+def purge_dead_ssh_masters() -> int:
+    """Forget radical.saga's ssh master connections whose process has died.
+
+    radical.saga keeps one master connection per host and user, and after three
+    failed attempts to revive a dead one (a host that went away for a while) it
+    answers "Lost shell connection" forever. Dropping the dead entry makes the
+    next attempt connect afresh. Returns how many were dropped."""
+    try:
+        from radical.saga.utils.pty_shell_factory import PTYShellFactory
+    except ImportError:  # pragma: no cover - radical.saga is a requirement
+        return 0
+    factory = PTYShellFactory()
+    dropped = 0
+    with factory.rlock:
+        for users in factory.registry.values():
+            for kinds in users.values():
+                for kind, info in list(kinds.items()):
+                    pty = info.get("pty")
+                    try:
+                        alive = pty is not None and pty.alive(recover=False)
+                    except Exception:  # noqa: BLE001
+                        alive = False
+                    if not alive:
+                        del kinds[kind]
+                        dropped += 1
+    return dropped
 
 
 def _session(resource: ExecutionResource):
@@ -115,6 +144,7 @@ class JobServicePool:
                     _service_url(self.resource), session=_session(self.resource)
                 )
         except Exception as exc:  # noqa: BLE001
+            purge_dead_ssh_masters()  # the next attempt connects afresh
             raise _error(self.resource, "Could not open the job service", exc) from None
         with self._lock:
             self._all.append(service)
@@ -162,10 +192,12 @@ class JobServicePool:
         finally:
             if broken:
                 # A service whose shell died is replaced by a new one next time.
+                # Closing it may block on its dead connection: never in this thread.
                 with self._lock:
                     self._created -= 1
-                with contextlib.suppress(Exception):
-                    svc.close()
+                    if svc in self._all:
+                        self._all.remove(svc)
+                close_quietly(svc.close)
             else:
                 self._free.put(svc)
 
@@ -243,12 +275,28 @@ class JobServicePool:
         except Exception as exc:  # noqa: BLE001
             raise _error(self.resource, "Cancelling the job failed", exc) from None
 
-    def close(self) -> None:
+    def close(self, timeout: float = 10.0) -> None:
+        """Close every service, waiting at most ``timeout`` in all: a service whose
+        host went away can block in close (radical.saga holds its shell lock while
+        a keep-alive PING waits on the dead connection); such a one is abandoned."""
         with self._lock:
             services, self._all = self._all, []
-        for svc in services:
-            with contextlib.suppress(Exception):
-                svc.close()
+        threads = [close_quietly(svc.close) for svc in services]
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def close_quietly(close) -> threading.Thread:
+    """Call ``close`` in a daemon thread (it may block on a dead connection)."""
+
+    def run():
+        with contextlib.suppress(Exception):
+            close()
+
+    thread = threading.Thread(target=run, name="saga-close", daemon=True)
+    thread.start()
+    return thread
 
 
 class RemoteRunDirs:
@@ -292,6 +340,7 @@ class RemoteRunDirs:
                 with _radical_base(self.resource):
                     shell = PTYShell(self._shell_url(), session=_session(self.resource))
             except Exception as exc:  # noqa: BLE001
+                purge_dead_ssh_masters()  # the next attempt connects afresh
                 raise _error(self.resource, "Could not open a shell", exc) from None
             self._shells[key] = shell
             return shell
@@ -302,8 +351,17 @@ class RemoteRunDirs:
             with self._lock:
                 ret, out, _ = shell.run_sync(command)
         except Exception as exc:  # noqa: BLE001
+            # The connection may be gone: the next command opens a new shell.
+            self._forget(shell)
             raise _error(self.resource, "A remote command failed", exc) from None
         return ret, out
+
+    def _forget(self, shell) -> None:
+        with self._shells_lock:
+            for key, cached in list(self._shells.items()):
+                if cached is shell:
+                    del self._shells[key]
+        close_quietly(shell.finalize)
 
     def run_dir(self, run_id: int) -> str:
         return f"{self.root.rstrip('/')}/run-{run_id}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import time
 
 import pytest
 from django.conf import settings as django_settings
@@ -11,7 +12,7 @@ from django.conf import settings as django_settings
 from poller.loop import Poller
 from scheduler import services
 from scheduler.models import ExecutionResource, Run, TaskDefinition, TaskParameter
-from tests.poller_helpers import run_to_end
+from tests.poller_helpers import run_to_end, tick_until
 from tests.poller_process import PROGRAMS
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -76,3 +77,39 @@ def test_a_failure_over_ssh_carries_the_stderr_tail(poller, behave):
     )
     assert (run.state, run.exit_code) == (Run.State.FAILED, 3)
     assert "about to exit with 3" in run.error
+
+
+def test_the_host_going_away_mid_run_stops_nothing_else_and_the_run_is_accounted_for(
+    poller, behave, sshd_server, local_resource
+):
+    run = services.run_enqueue(definition=behave, parameters={"mode": "nap"})
+    tick_until(poller, lambda: Run.objects.get(pk=run.pk).progress >= 11, timeout=90)
+
+    sshd_server.stop()  # the host goes away: server and sessions
+    try:
+        # The poller goes on: each tick returns, the resource says what is wrong,
+        # and a run on another resource starts and ends meanwhile.
+        hello = TaskDefinition.objects.create(
+            name="Hello here", program="hello.py", default_resource=local_resource
+        )
+        other = services.run_enqueue(definition=hello)
+        start = time.monotonic()
+        tick_until(poller, lambda: Run.objects.get(pk=other.pk).is_final, timeout=120)
+        assert Run.objects.get(pk=other.pk).state == Run.State.SUCCEEDED
+        tick_until(
+            poller,
+            lambda: ExecutionResource.objects.get(pk=behave.default_resource_id).last_error,
+            timeout=120,
+        )
+        down_for = time.monotonic() - start
+        assert Run.objects.get(pk=run.pk).state == Run.State.RUNNING  # waits, not lost yet
+    finally:
+        sshd_server.start()
+    # The host is back: the run is tracked to its end (the program went on or was
+    # killed with its sessions; either way it ends, with a reason if it did not finish).
+    run = run_to_end(poller, run, timeout=180)
+    assert run.is_final
+    if run.state != Run.State.SUCCEEDED:
+        assert run.error, "a run that did not succeed says why"
+    error = ExecutionResource.objects.get(pk=behave.default_resource_id).last_error
+    assert "sshhost" in error and down_for < 180

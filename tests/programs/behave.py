@@ -30,5 +30,12 @@ elif mode == "sleep":
     for i in range(600):
         client.status(f"sleeping {i}", progress=min(99, i))
         time.sleep(0.2)
+elif mode == "nap":
+    for i in range(12):
+        client.status(f"napping {i}", progress=10 + i)
+        time.sleep(1)
+    with open(client.output_path("result.txt"), "w") as fh:
+        fh.write("rested\n")
+    client.status("done", progress=100)
 elif mode == "args":
     client.status("args " + "|".join(sys.argv[1:]))
