@@ -31,6 +31,7 @@ __all__ = [
     "get_task_statuses",
     "get_task_results",
     "cancel_task",
+    "list_runs",
 ]
 
 
@@ -120,6 +121,41 @@ def get_task_statuses(
     definition = _definition(definition, user)
     runs = definition.runs.select_related("definition").order_by("-queued_at", "-id")[:limit]
     return [_status(run) for run in runs]
+
+
+def list_runs(
+    *,
+    user=None,
+    state: str | None = None,
+    definition: TaskDefinition | str | int | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Statuses of runs, newest first, filtered by state, definition and queue time
+    (since <= queued < until). Walks the run list's index; never counts the table."""
+    if state is not None and state not in Run.State.values:
+        raise SchedulerError(
+            f"Unknown state {state!r}; one of {', '.join(Run.State.values)}."
+        )
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+            raise SchedulerError(f"{name} must be an aware datetime (with a time zone).")
+    if not 1 <= limit <= 1000 or offset < 0:
+        raise SchedulerError("limit must be 1-1000 and offset 0 or more.")
+    runs = Run.objects.select_related("definition")
+    if user is not None:
+        runs = access.visible_runs(user, runs)
+    if state:
+        runs = runs.filter(state=state)
+    if definition is not None:
+        runs = runs.filter(definition=_definition(definition, user))
+    if since is not None:
+        runs = runs.filter(queued_at__gte=since)
+    if until is not None:
+        runs = runs.filter(queued_at__lt=until)
+    return [_status(run) for run in runs.order_by("-queued_at", "-id")[offset : offset + limit]]
 
 
 def get_task_results(run_id: int, *, user=None) -> dict[str, Any]:

@@ -9,7 +9,7 @@ in a role may see ("visible") and one of a definition limited to group "team-a"
 EXPECTED below is the one table of answers. A pattern that is not in it fails the
 test with the row to add, so every new URL gets a conscious decision.
 
-Codes: 200; L = redirect to the login page; R = redirect elsewhere; 403; 404; 405.
+Codes: 200; L = redirect to the login page; R = redirect elsewhere; 401; 403; 404; 405.
 A row is seven codes for the roles in ROLES order, or a dict {subject: row} for
 patterns with object ids.
 """
@@ -213,6 +213,20 @@ EXPECTED: dict[str, str | dict[str, str]] = {
     ),
     **model_admin("demo/measurement", changelist=SUPER, add=SUPER, change=SUPER, delete=SUPER),
     **model_admin("demo/summary", changelist=SUPER, add=SUPER, change=SUPER, delete=SUPER),
+    # --- HTTP API (scheduler/api_urls.py): a token per role; 401 without one, 403
+    # for a token of a user with no scheduler role, 404 outside the groups --------
+    "api/v1/openapi.json": "200 200 200 200 200 200 200",  # describes, reveals nothing
+    "api/v1/definitions/": "401 403 200 200 200 200 200",
+    "api/v1/runs/": "401 403 200 200 200 200 200",
+    "api/v1/runs/<int:run_id>/": obj("401 403 200 200 200 200 200"),
+    # POST only: a GET is refused before anything is looked up, so it leaks nothing.
+    "api/v1/runs/<int:run_id>/cancel/": {
+        "visible": "405 " * 6 + "405",
+        "restricted": "405 " * 6 + "405",
+    },
+    "api/v1/runs/<int:run_id>/files/": obj("401 403 200 200 200 200 200"),
+    "api/v1/runs/<int:run_id>/files/<int:file_id>/download/": obj("401 403 200 200 200 200 200"),
+    "api/v1/<path:rest>": "404 404 404 404 404 404 404",  # JSON 404 for anything else
 }
 
 # Text that only the restricted definition's objects carry: no page the outsider
@@ -395,6 +409,8 @@ def fill(route: str, pattern: URLPattern, subjects: dict, subject: str) -> dict 
             if instance is None:
                 return None
             kwargs[name] = instance.pk
+        elif name == "rest":
+            kwargs[name] = "runs/-1/"  # the API's catch-all: no such endpoint
         else:
             raise AssertionError(
                 f"URL walk: no way to fill argument {name!r} of {route!r}; "

@@ -1,0 +1,338 @@
+"""The HTTP API under /api/v1/: JSON in and out, token authentication.
+
+A thin layer over scheduler.api (the Python API) with the admin's access rules:
+``Authorization: Bearer <token>`` (issued in the admin, stored hashed), the
+user's role decides what it may do (viewers read and download, operators also
+queue and cancel), and a run of a definition the user may not see answers 404,
+like an unknown one. Every error is JSON ``{"error": "...", "detail": ...}``
+with a fitting status; bad input is a 400 with the reason, never a 500.
+The schema is served at /api/v1/openapi.json (scheduler/openapi.py).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import wraps
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, JsonResponse
+from django.urls import reverse
+from django.utils.dateparse import parse_datetime
+from django.views.decorators.csrf import csrf_exempt
+
+from scheduler import access, api, downloads, services
+from scheduler.exceptions import SchedulerError
+from scheduler.models import OutputFile, Run
+from scheduler.openapi import schema
+from scheduler.tokens import token_user
+
+MAX_BODY = 64 * 1024  # a run request is small; a bigger body is refused
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, detail: Any = None) -> None:
+        super().__init__(error)
+        self.status, self.error, self.detail = status, error, detail
+
+
+def _error(status: int, error: str, detail: Any = None) -> JsonResponse:
+    body = {"error": error}
+    if detail is not None:
+        body["detail"] = detail
+    response = JsonResponse(body, status=status)
+    if status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="scheduler"'
+    return response
+
+
+def endpoint(*methods: str):
+    """Token auth, allowed methods, and every failure as a JSON answer."""
+
+    def wrap(view):
+        @csrf_exempt  # no cookies: the token in the header is the credential
+        @wraps(view)
+        def inner(request: HttpRequest, *args, **kwargs):
+            if request.method not in methods:
+                response = _error(405, f"Method {request.method} is not allowed here.")
+                response["Allow"] = ", ".join(methods)
+                return response
+            header = request.headers.get("Authorization", "")
+            scheme, _, key = header.partition(" ")
+            if scheme.lower() != "bearer" or not key.strip():
+                return _error(401, "Authentication required: send 'Authorization: Bearer <token>'.")
+            user = token_user(key.strip())
+            if user is None:
+                return _error(
+                    401, "The token is not valid (unknown, revoked or its user inactive)."
+                )
+            if not (user.is_staff or user.is_superuser):
+                return _error(403, "This account has no scheduler role.")
+            request.user = user
+            try:
+                return view(request, *args, **kwargs)
+            except ApiError as exc:
+                return _error(exc.status, exc.error, exc.detail)
+            except Http404 as exc:
+                return _error(404, str(exc) or "Not found.")
+            except PermissionDenied as exc:
+                return _error(403, str(exc) or "Not allowed.")
+            except SchedulerError as exc:
+                return _error(_status_for(str(exc)), str(exc))
+
+        return inner
+
+    return wrap
+
+
+def _status_for(message: str) -> int:
+    if message.startswith(("Unknown run", "Unknown task definition")):
+        return 404
+    if message.startswith("You may not"):
+        return 403
+    return 400
+
+
+def _need(request, perm: str, what: str) -> None:
+    if not request.user.has_perm(perm):
+        raise ApiError(403, f"Your role may not {what}.")
+
+
+def _body(request) -> dict[str, Any]:
+    if len(request.body) > MAX_BODY:
+        raise ApiError(413, f"The request body is over {MAX_BODY} bytes.")
+    if not request.body:
+        raise ApiError(400, "A JSON object is required as the request body.")
+    try:
+        data = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "The request body is not valid JSON.", str(exc)) from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "The request body must be a JSON object.")
+    return data
+
+
+def _datetime(value: Any, name: str):
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise ApiError(400, f"{name} must be an ISO 8601 date-time string.")
+    try:
+        parsed = parse_datetime(value)
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise ApiError(400, f"{name} {value!r} is not an ISO 8601 date-time.")
+    if parsed.tzinfo is None:
+        raise ApiError(400, f"{name} {value!r} needs a time zone, e.g. 2026-05-04T07:30:00Z.")
+    return parsed
+
+
+def _int_param(request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.GET.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"{name} must be a whole number.") from None
+    if not low <= value <= high:
+        raise ApiError(400, f"{name} must be between {low} and {high}.")
+    return value
+
+
+def _iso(value):
+    return value.isoformat() if value is not None else None
+
+
+def _run_json(status: dict[str, Any]) -> dict[str, Any]:
+    out = {k: (_iso(v) if k.endswith("_at") else v) for k, v in status.items()}
+    out["url"] = reverse("api:run", args=[status["run_id"]])
+    return out
+
+
+def _file_json(run_id: int, f: OutputFile) -> dict[str, Any]:
+    return {
+        "id": f.pk,
+        "name": f.name,
+        "kind": f.kind,
+        "size": f.size,
+        "sha256": f.sha256,
+        "content_type": f.content_type,
+        "created_at": _iso(f.created_at),
+        "download_url": reverse("api:file-download", args=[run_id, f.pk]),
+    }
+
+
+# ----------------------------------------------------------------- the views
+def openapi(request):
+    """The schema needs no token: it describes, it reveals nothing."""
+    if request.method not in ("GET", "HEAD"):
+        return _error(405, f"Method {request.method} is not allowed here.")
+    return JsonResponse(schema(request.build_absolute_uri("/api/v1/")))
+
+
+@csrf_exempt
+def not_found(request, rest: str):
+    return _error(404, f"No such API endpoint: /api/v1/{rest}")
+
+
+@endpoint("GET")
+def definitions(request):
+    user = request.user
+    can_run = user.has_perm("scheduler.run_taskdefinition")
+    items = []
+    for d in access.visible_definitions(user).prefetch_related("parameters").order_by("name"):
+        items.append(
+            {
+                "name": d.name,
+                "description": d.description,
+                "enabled": d.enabled,
+                "can_run": can_run and d.enabled,
+                "parameters": [
+                    {
+                        "name": p.name,
+                        "type": p.type,
+                        "default": p.default,
+                        "required": p.required,
+                        "help": p.help_text,
+                        "choices": p.choices or [],
+                    }
+                    for p in d.parameters.all()
+                ],
+            }
+        )
+    return JsonResponse({"results": items})
+
+
+@endpoint("GET", "POST")
+def runs(request):
+    if request.method == "POST":
+        return _queue(request)
+    user = request.user
+    _need(request, "scheduler.view_run", "see runs")
+    limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    offset = _int_param(request, "offset", 0, 0, 10**9)
+    state = request.GET.get("state") or None
+    definition = request.GET.get("definition") or None
+    results = api.list_runs(
+        user=user,
+        state=state,
+        definition=definition,
+        since=_datetime(request.GET.get("since"), "since"),
+        until=_datetime(request.GET.get("until"), "until"),
+        limit=limit + 1,  # one more tells whether a next page exists
+        offset=offset,
+    )
+    page = [_run_json(r) for r in results[:limit]]
+    next_url = None
+    if len(results) > limit:
+        query = request.GET.copy()
+        query["offset"] = str(offset + limit)
+        query["limit"] = str(limit)
+        next_url = f"{request.path}?{query.urlencode()}"
+    return JsonResponse({"results": page, "next": next_url})
+
+
+def _queue(request):
+    _need(request, "scheduler.run_taskdefinition", "queue runs")
+    data = _body(request)
+    unknown = sorted(set(data) - {"definition", "parameters", "resource", "run_at"})
+    if unknown:
+        raise ApiError(400, f"Unknown field(s): {', '.join(unknown)}.")
+    definition = data.get("definition")
+    if not isinstance(definition, str) or not definition.strip():
+        raise ApiError(400, "definition (the task definition's name) is required.")
+    parameters = data.get("parameters", {})
+    if parameters is None:
+        parameters = {}
+    if not isinstance(parameters, dict):
+        raise ApiError(400, "parameters must be an object of name: value pairs.")
+    resource = data.get("resource")
+    if resource is not None and not isinstance(resource, str):
+        raise ApiError(400, "resource must be the name of an execution resource.")
+    run_id = api.submit_task(
+        definition,
+        parameters=parameters,
+        resource=resource or None,
+        run_at=_datetime(data.get("run_at"), "run_at"),
+        user=request.user,
+    )
+    run = Run.objects.get(pk=run_id)
+    services.audit_record(
+        action="queue",
+        user=request.user,
+        ip=services.client_ip(request),
+        obj=run,
+        detail={"definition": definition, "via": "api"},
+    )
+    response = JsonResponse(_run_json(api.get_task_status(run_id)), status=201)
+    response["Location"] = reverse("api:run", args=[run_id])
+    return response
+
+
+@endpoint("GET")
+def run(request, run_id: int):
+    _need(request, "scheduler.view_run", "see runs")
+    result = api.get_task_results(run_id, user=request.user)
+    out = _run_json(result)
+    out["messages"] = [{**m, "time": _iso(m["time"])} for m in result["messages"][-200:]]
+    out["files"] = [
+        _file_json(run_id, f)
+        for f in OutputFile.objects.filter(run_id=run_id).order_by("kind", "name")
+    ]
+    return JsonResponse(out)
+
+
+@endpoint("POST")
+def cancel(request, run_id: int):
+    run = api._run(run_id, request.user)  # 404 first: an invisible run is unknown
+    _need(request, "scheduler.cancel_run", "cancel runs")
+    outcome = api.cancel_task(run.pk, user=request.user)
+    if outcome != "final":
+        services.audit_record(
+            action="cancel",
+            user=request.user,
+            ip=services.client_ip(request),
+            obj=run,
+            detail={"outcome": outcome, "via": "api"},
+        )
+    return JsonResponse({"result": outcome, "run": _run_json(api.get_task_status(run.pk))})
+
+
+@endpoint("GET")
+def files(request, run_id: int):
+    run = api._run(run_id, request.user)
+    _need(request, "scheduler.view_outputfile", "see output files")
+    return JsonResponse(
+        {"results": [_file_json(run.pk, f) for f in run.files.order_by("kind", "name")]}
+    )
+
+
+@endpoint("GET", "HEAD")
+def file_download(request, run_id: int, file_id: int):
+    run = api._run(run_id, request.user)
+    _need(request, "scheduler.download_outputfile", "download files")
+    output = run.files.filter(pk=file_id).first()
+    if output is None:
+        raise ApiError(404, f"Run {run.pk} has no file {file_id}.")
+    try:
+        path = downloads.contained_path(output)
+    except Http404:
+        raise ApiError(404, f"The stored copy of {output.name!r} is missing.") from None
+    if request.method == "GET":
+        services.audit_record(
+            action="download",
+            user=request.user,
+            ip=services.client_ip(request),
+            obj=output,
+            detail={
+                "run": run.pk,
+                "name": output.name,
+                "via": "api",
+                "range": request.headers.get("Range", ""),
+            },
+        )
+    return downloads.serve(request, output, disposition="attachment", path=path)
