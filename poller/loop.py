@@ -85,6 +85,7 @@ class Poller:
         self._resource_down_until: dict[int, float] = {}
         self._flights: dict[int, _Flight] = {}
         self._launching: dict[int, tuple[Run, Any]] = {}
+        self._next_retention_check = 0.0
         self._threads = ThreadPoolExecutor(max_workers=max(2, self.services_per_resource * 2))
 
     # ----------------------------------------------------------------- the loop
@@ -99,6 +100,7 @@ class Poller:
             self.claim_and_launch,
             self.track,
             self.enforce_cancels_and_timeouts,
+            self.retention,
         ):
             if self.stop_requested:
                 break
@@ -556,6 +558,21 @@ class Poller:
             )
         services.run_finish(run=run, **fields)
         self._flights.pop(run.pk, None)
+
+    # ------------------------------------------------------------- retention
+    def retention(self) -> bool:
+        """Once a day, prune old runs (SCHEDULER_RETENTION_DAYS; off when 0)."""
+        if not settings.SCHEDULER_RETENTION_DAYS:
+            return False
+        if time.monotonic() < self._next_retention_check:
+            return False
+        self._next_retention_check = time.monotonic() + 3600  # ask the database hourly
+        from scheduler.retention import prune_if_due
+
+        result = prune_if_due()
+        if result is not None:
+            logger.info("retention: removed %s", result)
+        return False
 
     # ---------------------------------------------------- 5 cancels, timeouts
     def enforce_cancels_and_timeouts(self) -> bool:
