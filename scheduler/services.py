@@ -189,8 +189,12 @@ def run_finish(
         return False
     for key, value in fields.items():
         setattr(run, key, value)
+    retry = None
     if state in (Run.State.FAILED, Run.State.TIMED_OUT, Run.State.LOST):
-        run_retry_if_needed(run=run)
+        retry = run_retry_if_needed(run=run)
+    from scheduler.notifications import notify_when_committed
+
+    notify_when_committed(run, retried=retry is not None)
     return True
 
 
