@@ -359,6 +359,11 @@ class TaskDefinitionAdmin(NotFoundForInvisibleMixin, AuditedAdminMixin, ImportEx
                 self.admin_site.admin_view(self.run_now_view),
                 name="scheduler_taskdefinition_run",
             ),
+            path(
+                "<int:definition_id>/stats/",
+                self.admin_site.admin_view(self.stats_view),
+                name="scheduler_taskdefinition_stats",
+            ),
             *super().get_urls(),
         ]
 
@@ -368,6 +373,26 @@ class TaskDefinitionAdmin(NotFoundForInvisibleMixin, AuditedAdminMixin, ImportEx
             "can_run": request.user.has_perm("scheduler.run_taskdefinition"),
         }
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def stats_view(self, request, definition_id: int):
+        """Success rate and durations over 30 days, as charts, with the last failures."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        definition = self.get_queryset(request).filter(pk=definition_id).first()
+        if definition is None:
+            raise Http404("No such task definition.")
+        from scheduler.stats import definition_stats
+
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{definition.name}: statistics",
+            "definition": definition,
+            "stats": definition_stats(definition),
+            "opts": self.opts,
+            "original": definition,
+            "has_view_permission": True,
+        }
+        return TemplateResponse(request, "admin/scheduler/taskdefinition/stats.html", context)
 
     def run_now_view(self, request, definition_id: int):
         definition = self.get_queryset(request).filter(pk=definition_id).first()

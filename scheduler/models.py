@@ -568,6 +568,10 @@ class Run(models.Model):
             models.Index(fields=["finished_at"], name="run_finished_idx"),
             # Overlap policy: is a run of this recurrence still in flight?
             models.Index(fields=["recurrence", "state"], name="run_recurrence_state_idx"),
+            # Run list filtered by state, newest first: WHERE state = %s ORDER BY
+            # queued_at DESC, id DESC LIMIT 100; and the dashboard's capped per-state
+            # counts (SELECT 1 WHERE state = %s LIMIT 10001). bench/admin_scale.py.
+            models.Index(fields=["state", "-queued_at", "-id"], name="run_state_list_idx"),
         ]
 
     def __str__(self) -> str:

@@ -131,7 +131,10 @@ EXPECTED: dict[str, str | dict[str, str]] = {
         delete=ADMINISTER,
         restricted=True,
         **IMPORT_EXPORT,
-        **{"<int:definition_id>__run__": obj(OPERATE)},  # Run now
+        **{
+            "<int:definition_id>__run__": obj(OPERATE),  # Run now
+            "<int:definition_id>__stats__": obj(ALL_STAFF),  # charts: whoever may see it
+        },
     ),
     **model_admin(
         "scheduler/executionresource",

@@ -1,0 +1,82 @@
+"""Per-definition statistics: success rate per day, durations, their median and 95th
+percentile, the last failures - over a bounded window, in two queries."""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+from typing import Any
+
+from django.utils import timezone
+
+from scheduler import charts
+from scheduler.models import Run, TaskDefinition
+
+WINDOW_DAYS = 30
+MAX_RUNS = 5000  # the newest ones of the window
+BAD = {Run.State.FAILED, Run.State.TIMED_OUT, Run.State.LOST}
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-th percentile (0-100) by linear interpolation, None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def definition_stats(definition: TaskDefinition, now: dt.datetime | None = None) -> dict[str, Any]:
+    now = now or timezone.now()
+    start = now - dt.timedelta(days=WINDOW_DAYS)
+    rows = list(
+        Run.objects.filter(
+            definition=definition, finished_at__gte=start, state__in=Run.FINAL_STATES
+        )
+        .order_by("-finished_at")
+        .values_list("state", "started_at", "finished_at")[:MAX_RUNS]
+    )
+    tz = timezone.get_current_timezone()
+    today = timezone.localtime(now, tz).date()
+    days = [today - dt.timedelta(days=i) for i in range(WINDOW_DAYS - 1, -1, -1)]
+    per_day: dict[dt.date, list[int]] = {d: [0, 0] for d in days}  # [succeeded, ended badly]
+    points, succeeded_durations = [], []
+    for state, started, finished in rows:
+        day = timezone.localtime(finished, tz).date()
+        if day in per_day and state != Run.State.CANCELLED:
+            per_day[day][0 if state == Run.State.SUCCEEDED else 1] += 1
+        if started is not None:
+            seconds = (finished - started).total_seconds()
+            points.append((finished, seconds, state))
+            if state == Run.State.SUCCEEDED:
+                succeeded_durations.append(seconds)
+    day_rows = []
+    for d in days:
+        ok, bad = per_day[d]
+        total = ok + bad
+        day_rows.append((d, ok / total if total else None, total))
+    total_ok = sum(v[0] for v in per_day.values())
+    total = total_ok + sum(v[1] for v in per_day.values())
+    median = statistics.median(succeeded_durations) if succeeded_durations else None
+    p95 = percentile(succeeded_durations, 95)
+    lines = {k: v for k, v in (("median", median), ("p95", p95)) if v is not None}
+    failures = list(
+        Run.objects.filter(definition=definition, state__in=BAD)
+        .order_by("-finished_at")
+        .only("pk", "state", "finished_at", "error", "exit_code")[:10]
+    )
+    return {
+        "window_days": WINDOW_DAYS,
+        "runs": len(rows),
+        "capped": len(rows) >= MAX_RUNS,
+        "success_rate": total_ok / total if total else None,
+        "median": median,
+        "p95": p95,
+        "failures": failures,
+        "rate_chart": charts.bars_per_day(day_rows, title="Success rate per day"),
+        "duration_chart": charts.durations(points, start=start, end=now, lines=lines),
+        "day_rows": day_rows,
+        "points": points,
+    }
