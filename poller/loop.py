@@ -26,7 +26,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connection
-from django.db.models import Count, Q
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -210,12 +210,8 @@ class Poller:
         """Claim due QUEUED runs within the per-resource and per-definition limits."""
         now = timezone.now()
         active = Run.objects.filter(state__in=Run.ACTIVE_STATES)
-        per_resource = dict(
-            active.values("resource_id").annotate(n=Count("pk")).values_list("resource_id", "n")
-        )
-        per_definition = dict(
-            active.values("definition_id").annotate(n=Count("pk")).values_list("definition_id", "n")
-        )
+        per_resource = services.active_counts("resource_id")
+        per_definition = services.active_counts("definition_id")
         busy_recurrences = set(
             active.filter(recurrence__overlap_policy=Recurrence.Overlap.QUEUE).values_list(
                 "recurrence_id", flat=True

@@ -10,11 +10,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django.db.models import Count
 from django.urls import reverse
 from django.utils import timezone
 
-from scheduler import access, charts
+from scheduler import access, charts, services
 from scheduler import recurrence as maths
 from scheduler.models import ExecutionResource, PollerHeartbeat, Run
 from scheduler.paginator import COUNT_CAP
@@ -57,12 +56,7 @@ def dashboard_context(user, now: dt.datetime | None = None) -> dict[str, Any]:
         .select_related("definition")
         .order_by("next_due_at")[:10]
     )
-    in_flight = dict(
-        Run.objects.filter(state__in=Run.ACTIVE_STATES)
-        .values_list("resource_id")
-        .annotate(n=Count("pk"))
-        .order_by()
-    )
+    in_flight = services.active_counts("resource_id")
     resources = [
         {"resource": r, "in_flight": in_flight.get(r.pk, 0)}
         for r in ExecutionResource.objects.order_by("name")

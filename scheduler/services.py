@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import Counter
 from typing import Any
 
 from django.conf import settings
@@ -32,6 +33,21 @@ from scheduler.parameters import ParameterError, clean_parameters
 logger = logging.getLogger(__name__)
 
 FINAL = Run.FINAL_STATES
+
+
+def active_counts(field: str) -> dict[Any, int]:
+    """How many runs are in flight per value of ``field`` (resource_id, definition_id).
+
+    Counted here rather than with GROUP BY: SQLite answers a GROUP BY by walking
+    the whole table along the grouped column's index (0.2 s with a million runs,
+    every poller tick), while the plain SELECT uses the state index."""
+    return dict(
+        Counter(
+            Run.objects.filter(state__in=Run.ACTIVE_STATES)
+            .order_by()  # no default ordering: it would cost a sort of every row
+            .values_list(field, flat=True)
+        )
+    )
 
 
 def default_resource_for(definition: TaskDefinition) -> ExecutionResource:
