@@ -64,8 +64,9 @@ def timeline(
     plot = width - label_width - 10
     height = 24 + lane_height * max(1, len(lanes)) + 6
     out = [
-        f'<svg class="timeline" xmlns="http://www.w3.org/2000/svg" width="{width}" '
-        f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        # Scales to its box (viewBox), so the whole 48 hours are always in sight.
+        f'<svg class="timeline" xmlns="http://www.w3.org/2000/svg" width="100%" '
+        f'viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="Runs of the last and next hours">'
     ]
     # Hour axis: a tick every 3 hours, in the site's time zone.

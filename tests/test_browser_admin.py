@@ -62,7 +62,6 @@ def test_an_operator_logs_in_defines_a_task_runs_it_now_and_finds_it(
     SHOTS.mkdir(parents=True, exist_ok=True)
     _login(page, live_server, "administrator")
     assert "Runs by state" in page.content()
-    page.screenshot(path=str(SHOTS / "dashboard.png"), full_page=True)
 
     page.goto(f"{live_server.url}/admin/scheduler/taskdefinition/add/")
     page.fill("#id_name", "Browser hello")

@@ -127,6 +127,13 @@ def test_an_operators_day(page, live_server, roles, local_resource, poller):  # 
     page.wait_for_selector("#run-cancel", state="detached", timeout=15_000)
     assert page.locator("#run-again").count() == 1
 
+    # --- the day on the dashboard -------------------------------------------------------
+    page.goto(f"{live_server.url}/admin/")
+    timeline = page.locator("svg.timeline")
+    assert timeline.locator("rect.tl-succeeded").count() == 1
+    assert timeline.locator("rect.tl-cancelled").count() == 1
+    page.screenshot(path=str(SHOTS / "dashboard.png"), full_page=True)
+
 
 def test_a_viewer_sees_no_operator_buttons(page, live_server, roles, definition):  # noqa: F811
     run = services.run_enqueue(definition=definition)
