@@ -15,8 +15,9 @@ from django.contrib.auth.models import Group, User
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
-from scheduler.models import OutputFile, Run, TaskDefinition
+from scheduler.models import ApiToken, OutputFile, Run, TaskDefinition
 from scheduler.roles import OPERATORS
+from scheduler.tokens import token_issue
 from tests.conftest import PASSWORD
 
 OUTSIDE = b"OUTSIDE-THE-STORE-3c1d"
@@ -97,6 +98,13 @@ def world(db, roles, definition, local_resource):
     return {"runs": runs, "files": files, "outsider": outsider, "member": member, **roles}
 
 
+def login(client, user) -> None:
+    """A session for the site's pages and a token for the HTTP API's, same user."""
+    client.force_login(user)
+    key = token_issue(token=ApiToken(user=user, name="paths"))
+    client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+
+
 def assert_nothing_served(response, url: str) -> None:
     assert response.status_code == 404, f"{url} answered {response.status_code}"
     content = b"".join(response.streaming_content) if response.streaming else response.content
@@ -113,7 +121,7 @@ def test_there_are_file_urls_to_attack():
 @pytest.mark.parametrize("mode", ["django", "nginx", "apache"])
 def test_name_tricks_in_the_file_id_answer_404_and_serve_nothing(client, world, settings, mode):
     settings.SCHEDULER_SENDFILE = mode
-    client.force_login(world["superuser"])
+    login(client, world["superuser"])
     run = world["runs"]["mine"]
     for route in file_routes():
         for trick in NAME_TRICKS:
@@ -122,7 +130,7 @@ def test_name_tricks_in_the_file_id_answer_404_and_serve_nothing(client, world, 
 
 
 def test_name_tricks_in_the_run_id_answer_404_and_serve_nothing(client, world):
-    client.force_login(world["superuser"])
+    login(client, world["superuser"])
     f = world["files"]["mine"]
     for route in file_routes():
         for trick in NAME_TRICKS:
@@ -131,7 +139,7 @@ def test_name_tricks_in_the_run_id_answer_404_and_serve_nothing(client, world):
 
 
 def test_traversal_after_a_valid_file_url_answers_404(client, world):
-    client.force_login(world["superuser"])
+    login(client, world["superuser"])
     run, f = world["runs"]["mine"], world["files"]["mine"]
     for route in file_routes():
         url = build(route, run_id=run.pk, file_id=f.pk)
@@ -140,7 +148,7 @@ def test_traversal_after_a_valid_file_url_answers_404(client, world):
 
 
 def test_another_runs_file_id_with_this_runs_id_answers_404(client, world):
-    client.force_login(world["superuser"])
+    login(client, world["superuser"])
     for route in file_routes():
         url = build(route, run_id=world["runs"]["mine"].pk, file_id=world["files"]["other"].pk)
         assert_nothing_served(client.get(url), url)
@@ -155,7 +163,7 @@ def test_another_runs_file_id_with_this_runs_id_answers_404(client, world):
 
 
 def test_a_restricted_runs_file_answers_404_to_an_outsider_in_every_pairing(client, world):
-    client.force_login(world["outsider"])
+    login(client, world["outsider"])
     runs, files = world["runs"], world["files"]
     for route in file_routes():
         for run_key, file_key in (("secret", "secret"), ("mine", "secret"), ("secret", "mine")):
@@ -164,7 +172,7 @@ def test_a_restricted_runs_file_answers_404_to_an_outsider_in_every_pairing(clie
 
 
 def test_a_restricted_file_id_under_a_visible_run_answers_404_even_to_a_member(client, world):
-    client.force_login(world["member"])
+    login(client, world["member"])
     for route in file_routes():
         url = build(route, run_id=world["runs"]["mine"].pk, file_id=world["files"]["secret"].pk)
         assert_nothing_served(client.get(url), url)
