@@ -49,6 +49,11 @@ class JobSpec:
 
 
 def _rs():
+    # radical.saga runs local shells as "$SHELL -i", and an interactive bash reads
+    # ~/.bashrc: a slow or stuck line there (pyenv's rehash waiting on a lock left
+    # by a killed shell, seen here) makes every fork:// service fail with "Could
+    # not detect shell prompt". A plain POSIX sh reads no rc file.
+    os.environ["SHELL"] = os.environ.get("SCHEDULER_LOCAL_SHELL", "/bin/sh")
     import radical.saga as rs
 
     return rs
