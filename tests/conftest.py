@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group, User
@@ -17,6 +19,24 @@ PASSWORD = "correct horse battery staple 42"
 # Task programs started by the poller during tests set Django up in their own
 # process (scheduler_client.setup_django); they inherit this environment.
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-for-task-programs-0123456789abcdef")
+
+
+PYENV_LOCK = Path.home() / ".pyenv" / "shims" / ".pyenv-shim"
+
+
+@pytest.fixture(autouse=True)
+def _no_stale_pyenv_lock():
+    """The sshd fixture's sessions run root's bash, whose ~/.bashrc here runs
+    `pyenv init` (a rehash under a lock file). A session killed mid-rehash (the
+    host-going-away test kills them) leaves the lock, and every later interactive
+    bash waits on it for ever. A rehash takes well under a second: a lock older
+    than 30 s is stale. This guards the machine, not the product (whose local
+    shells are /bin/sh)."""
+    try:
+        if time.time() - PYENV_LOCK.stat().st_mtime > 30:
+            PYENV_LOCK.unlink()
+    except OSError:
+        pass
 
 
 @pytest.fixture(autouse=True)

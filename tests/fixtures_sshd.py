@@ -61,6 +61,9 @@ class SshServer:
                 pass
         self.proc.wait(timeout=10)
         self.proc = None
+        # A session killed while its ~/.bashrc ran `pyenv init` leaves pyenv's
+        # rehash lock behind, and every later bash would wait on it (conftest).
+        (Path.home() / ".pyenv" / "shims" / ".pyenv-shim").unlink(missing_ok=True)
 
     def forget_host_key(self) -> None:
         subprocess.run(
