@@ -67,6 +67,19 @@ def _run(run_id: int, user=None) -> Run:
         raise SchedulerError(f"Unknown run {run_id!r}.") from None
 
 
+def _utc(value: dt.datetime | None, name: str) -> dt.datetime | None:
+    """An aware datetime in UTC. Python allows offsets up to 24 h and PostgreSQL
+    only about 16, so every time goes to the database as UTC (found by fuzzing)."""
+    if value is None:
+        return None
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise SchedulerError(f"{name} must be an aware datetime (with a time zone).")
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        raise SchedulerError(f"{name} {value.isoformat()} is out of range.") from None
+
+
 def _status(run: Run) -> dict[str, Any]:
     return {
         "run_id": run.pk,
@@ -95,8 +108,7 @@ def submit_task(
     """Queue a run of ``definition`` (instance, name or id); return the run id."""
     if user is not None and not user.has_perm("scheduler.run_taskdefinition"):
         raise SchedulerError("You may not queue runs.")
-    if run_at is not None and (run_at.tzinfo is None or run_at.utcoffset() is None):
-        raise SchedulerError("run_at must be an aware datetime (with a time zone).")
+    run_at = _utc(run_at, "run_at")
     if parameters is not None and not isinstance(parameters, dict):
         raise SchedulerError("parameters must be a dict of name: value.")
     run = services.run_enqueue(
@@ -139,9 +151,7 @@ def list_runs(
         raise SchedulerError(
             f"Unknown state {state!r}; one of {', '.join(Run.State.values)}."
         )
-    for name, value in (("since", since), ("until", until)):
-        if value is not None and (value.tzinfo is None or value.utcoffset() is None):
-            raise SchedulerError(f"{name} must be an aware datetime (with a time zone).")
+    since, until = _utc(since, "since"), _utc(until, "until")
     if not 1 <= limit <= 1000 or offset < 0:
         raise SchedulerError("limit must be 1-1000 and offset 0 or more.")
     runs = Run.objects.select_related("definition")

@@ -293,3 +293,19 @@ def test_anything_else_under_the_api_is_a_json_404(client, db):
     for path in ("runs/-5/", "nope/", "runs/1/cancel/extra/"):
         response = client.post(API + path)
         assert response.status_code == 404 and "No such API endpoint" in error_of(response)
+
+
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [
+        # Offsets Python takes and PostgreSQL would refuse: compared in UTC.
+        ("since=0449-05-05T10:34:38Z&until=0222-07-13T01:36:24%2B22:07", 200),
+        # Before year 1 once in UTC: a 400, not a crash.
+        ("since=0001-01-01T00:30:00%2B23:00", 400),
+    ],
+)
+def test_extreme_times_and_offsets_are_answered(client, definition, tokens, query, status):
+    response = call(client, "GET", f"runs/?{query}", tokens["viewer"])
+    assert response.status_code == status, response.content
+    if status == 400:
+        assert "out of range" in error_of(response)
