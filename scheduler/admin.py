@@ -329,7 +329,7 @@ class TaskDefinitionAdmin(NotFoundForInvisibleMixin, AuditedAdminMixin, ImportEx
         ),
         (
             "Access and notifications",
-            {"fields": ["allowed_groups", "subscribers", "notify_on_success"]},
+            {"fields": ["allowed_groups", "subscribers", "notify_emails", "notify_on_success"]},
         ),
     ]
 

@@ -91,6 +91,8 @@ class TaskDefinitionResource(resources.ModelResource):
             "max_concurrent_runs",
             "enabled",
             "allowed_groups",
+            "notify_on_success",
+            "notify_emails",
             "parameters",
         ]
         skip_unchanged = True

@@ -31,6 +31,28 @@ def validate_timezone(value: str) -> None:
         ) from None
 
 
+def email_list(text: str) -> list[str]:
+    """The addresses in a comma-, semicolon- or newline-separated list, blanks dropped."""
+    return [part.strip() for part in re.split(r"[,;\n]", text or "") if part.strip()]
+
+
+def validate_email_list(text: str) -> None:
+    from django.core.validators import validate_email
+
+    bad = []
+    for address in email_list(text):
+        try:
+            validate_email(address)
+        except ValidationError:
+            bad.append(address)
+    if bad:
+        raise ValidationError(
+            "Not an e-mail address: %(bad)s. Separate addresses with commas or new lines, "
+            "e.g. ops@example.org, lab@example.org.",
+            params={"bad": ", ".join(repr(b) for b in bad)},
+        )
+
+
 def resolve_program(program: str) -> Path:
     """Return the absolute path of a program inside the configured program dirs.
 
@@ -255,6 +277,14 @@ class TaskDefinition(models.Model):
     )
     notify_on_success = models.BooleanField(
         "mail on success too", default=False, help_text="Also mail subscribers when a run succeeds."
+    )
+    notify_emails = models.TextField(
+        "more addresses to mail",
+        blank=True,
+        default="",
+        validators=[validate_email_list],
+        help_text="Addresses mailed like subscribers, e.g. a team list; separated by commas "
+        "or new lines, e.g. ops@example.org, lab@example.org.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -2,7 +2,7 @@
 
 Sent through Django's mail settings (EMAIL_*), after the transaction that made
 the run final commits, to the subscribers who may see the definition and have an
-address. A failed attempt that is retried is not mailed; the last one is. A mail
+address, and to the definition's extra addresses (``notify_emails``). A failed attempt that is retried is not mailed; the last one is. A mail
 that cannot be sent never breaks the poller: it is logged and becomes a warning
 message on the run.
 """
@@ -17,7 +17,7 @@ from django.db import transaction
 from django.urls import reverse
 
 from scheduler import access
-from scheduler.models import Run
+from scheduler.models import Run, email_list
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +37,12 @@ def recipients(run: Run) -> list[str]:
     definition = run.definition
     if run.state == Run.State.SUCCEEDED and not definition.notify_on_success:
         return []
-    return sorted(
-        {
-            user.email
-            for user in definition.subscribers.filter(is_active=True).exclude(email="")
-            if access.can_see_definition(user, definition)
-        }
-    )
+    users = {
+        user.email
+        for user in definition.subscribers.filter(is_active=True).exclude(email="")
+        if access.can_see_definition(user, definition)
+    }
+    return sorted(users | set(email_list(definition.notify_emails)))
 
 
 def notify(run_id: int) -> int:

@@ -125,3 +125,72 @@ def test_the_admin_shows_the_subscription_fields(client, roles, subscribed):
     client.force_login(roles["superuser"])
     page = client.get(f"/admin/scheduler/taskdefinition/{subscribed.pk}/change/").content.decode()
     assert 'name="subscribers"' in page and 'name="notify_on_success"' in page
+    assert 'name="notify_emails"' in page
+
+
+def test_extra_addresses_are_mailed_too_once_each(subscribed, django_capture_on_commit_callbacks):
+    subscribed.notify_emails = "ops@example.org,\n operator@example.org ; lab@example.org\n"
+    subscribed.full_clean()
+    subscribed.save()
+    run = finish(
+        services.run_enqueue(definition=subscribed),
+        Run.State.FAILED,
+        django_capture_on_commit_callbacks,
+        error="boom",
+    )
+    (message,) = mail.outbox
+    assert message.to == [
+        "lab@example.org",
+        "operator@example.org",
+        "ops@example.org",
+        "viewer@example.org",
+    ]
+    assert f"run {run.pk} failed" in message.subject
+
+
+def _admin_form(definition, user, **changes):
+    from django.contrib import admin
+    from django.forms.models import model_to_dict
+    from django.test import RequestFactory
+
+    request = RequestFactory().post("/")
+    request.user = user
+    model_admin = admin.site._registry[type(definition)]
+    data = {k: v for k, v in model_to_dict(definition).items() if v is not None}
+    data["default_args"] = "[]"
+    data["default_resource"] = definition.default_resource_id
+    data["allowed_groups"] = []
+    data["subscribers"] = [u.pk for u in definition.subscribers.all()]
+    data.update(changes)
+    return model_admin.get_form(request, definition, change=True)(data, instance=definition)
+
+
+def test_the_admin_form_takes_an_address_list_and_rejects_a_bad_address(roles, subscribed):
+    form = _admin_form(subscribed, roles["superuser"], notify_emails="ops@example.org, nope, a@b")
+    assert not form.is_valid()
+    (error,) = form.errors["notify_emails"]
+    assert "Not an e-mail address: 'nope', 'a@b'." in error
+    form = _admin_form(subscribed, roles["superuser"], notify_emails="ops@example.org\nlab@x.org")
+    assert form.is_valid(), form.errors
+    form.save()
+    subscribed.refresh_from_db()
+    assert subscribed.notify_emails == "ops@example.org\nlab@x.org"
+
+
+def test_import_export_carries_the_notification_fields_and_checks_addresses(subscribed):
+    import tablib
+
+    from scheduler.import_export_resources import TaskDefinitionResource
+
+    subscribed.notify_emails = "ops@example.org"
+    subscribed.notify_on_success = True
+    subscribed.save()
+    exported = TaskDefinitionResource().export()
+    row = dict(zip(exported.headers, exported[0], strict=True))
+    assert row["notify_emails"] == "ops@example.org" and row["notify_on_success"] in (1, True, "1")
+    bad = tablib.Dataset(headers=exported.headers)
+    bad.append([("not an address" if h == "notify_emails" else v) for h, v in row.items()])
+    result = TaskDefinitionResource().import_data(bad, dry_run=False, raise_errors=False)
+    assert result.has_validation_errors()
+    subscribed.refresh_from_db()
+    assert subscribed.notify_emails == "ops@example.org"
