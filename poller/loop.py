@@ -568,6 +568,8 @@ class Poller:
         result = prune_if_due()
         if result is not None:
             logger.info("retention: removed %s", result)
+            if not result.complete:  # a backlog: the next slice in a minute
+                self._next_retention_check = time.monotonic() + 60
         return False
 
     # ---------------------------------------------------- 5 cancels, timeouts

@@ -125,3 +125,21 @@ def test_the_poller_prunes_once_a_day_when_retention_is_set(world, settings):
         assert AuditEvent.objects.filter(action="prune").count() == 1
     finally:
         poller._threads.shutdown()
+
+
+def test_a_time_budget_prunes_a_backlog_in_slices_until_done(world, settings, monkeypatch):
+    settings.SCHEDULER_RETENTION_DAYS = 30
+    settings.SCHEDULER_RETENTION_KEEP_LAST = 0
+    monkeypatch.setattr(retention, "BATCH", 4)
+    monkeypatch.setattr(retention, "PARAMS", 3)  # statements of 3 ids in a batch of 4+
+    first = retention.prune_if_due(max_seconds=0)  # one batch, then stop
+    assert not first.complete and "stopped at its time limit" in str(first)
+    left = Run.objects.filter(pk__in=[r.pk for r in world["old"] + world["other_old"]]).count()
+    assert 0 < left < 10 and first.runs == 10 - left
+    assert AuditEvent.objects.filter(action="prune_partial").count() == 1
+    second = retention.prune_if_due(max_seconds=0)  # not done today yet: the next slice
+    assert second.runs == left and Run.objects.filter(pk=world["running"].pk).exists()
+    assert not Run.objects.filter(pk__in=[r.pk for r in world["old"] + world["other_old"]])
+    third = retention.prune_if_due(max_seconds=0)  # finds nothing more: a complete prune
+    assert third.complete and third.runs == 0
+    assert retention.prune_if_due(max_seconds=0) is None  # done for today
