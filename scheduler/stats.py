@@ -1,5 +1,6 @@
 """Per-definition statistics: success rate per day, durations, their median and 95th
-percentile, the last failures - over a bounded window, in two queries."""
+percentile, the last failures - over a bounded window (the runs queued in the last
+30 days, at most the newest 5000), in two queries."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from scheduler.models import Run, TaskDefinition
 
 WINDOW_DAYS = 30
 MAX_RUNS = 5000  # the newest ones of the window
+MAX_DOTS = 1500  # the duration chart thins out evenly past this many runs
 BAD = {Run.State.FAILED, Run.State.TIMED_OUT, Run.State.LOST}
 
 
@@ -31,19 +33,23 @@ def percentile(values: list[float], q: float) -> float | None:
 def definition_stats(definition: TaskDefinition, now: dt.datetime | None = None) -> dict[str, Any]:
     now = now or timezone.now()
     start = now - dt.timedelta(days=WINDOW_DAYS)
+    # The runs queued in the window that have ended: read along the (definition,
+    # -queued_at) index, so only this definition's rows are visited, newest first.
     rows = list(
-        Run.objects.filter(
-            definition=definition, finished_at__gte=start, state__in=Run.FINAL_STATES
-        )
-        .order_by("-finished_at")
-        .values_list("state", "started_at", "finished_at")[:MAX_RUNS]
+        Run.objects.filter(definition=definition, queued_at__gte=start, state__in=Run.FINAL_STATES)
+        .order_by("-queued_at", "-id")
+        .values_list("pk", "state", "started_at", "finished_at")[:MAX_RUNS]
     )
     tz = timezone.get_current_timezone()
     today = timezone.localtime(now, tz).date()
     days = [today - dt.timedelta(days=i) for i in range(WINDOW_DAYS - 1, -1, -1)]
     per_day: dict[dt.date, list[int]] = {d: [0, 0] for d in days}  # [succeeded, ended badly]
-    points, succeeded_durations = [], []
-    for state, started, finished in rows:
+    points, succeeded_durations, bad_ids = [], [], []
+    for pk, state, started, finished in rows:
+        if finished is None:  # not expected of an ended run; nothing to place it by
+            continue
+        if state in BAD and len(bad_ids) < 10:
+            bad_ids.append(pk)
         day = timezone.localtime(finished, tz).date()
         if day in per_day and state != Run.State.CANCELLED:
             per_day[day][0 if state == Run.State.SUCCEEDED else 1] += 1
@@ -62,11 +68,15 @@ def definition_stats(definition: TaskDefinition, now: dt.datetime | None = None)
     median = statistics.median(succeeded_durations) if succeeded_durations else None
     p95 = percentile(succeeded_durations, 95)
     lines = {k: v for k, v in (("median", median), ("p95", p95)) if v is not None}
+    # The last failures are among the rows read: fetch their error text by id.
     failures = list(
-        Run.objects.filter(definition=definition, state__in=BAD)
-        .order_by("-finished_at")
-        .only("pk", "state", "finished_at", "error", "exit_code")[:10]
+        Run.objects.filter(pk__in=bad_ids)
+        .order_by("-finished_at", "-id")
+        .only("pk", "state", "finished_at", "error", "exit_code")
     )
+    points.sort(key=lambda p: p[0])
+    step = -(-len(points) // MAX_DOTS)  # ceil: every step-th run is drawn
+    dots = points[::step] if step > 1 else points
     return {
         "window_days": WINDOW_DAYS,
         "runs": len(rows),
@@ -76,7 +86,8 @@ def definition_stats(definition: TaskDefinition, now: dt.datetime | None = None)
         "p95": p95,
         "failures": failures,
         "rate_chart": charts.bars_per_day(day_rows, title="Success rate per day"),
-        "duration_chart": charts.durations(points, start=start, end=now, lines=lines),
+        "duration_chart": charts.durations(dots, start=start, end=now, lines=lines),
+        "dots_every": step,
         "day_rows": day_rows,
         "points": points,
     }

@@ -1,5 +1,7 @@
-"""The dashboard's timeline and the per-definition statistics: SVG drawn on the
-server, bounded queries, nothing of a restricted definition shown to outsiders."""
+"""The dashboard: counts per state linking to the run list, running runs, recent
+failures, the timeline (SVG drawn on the server), poller and resource health;
+bounded queries; nothing of a restricted definition shown to outsiders.
+The per-definition statistics are in test_definition_stats.py."""
 
 from __future__ import annotations
 
@@ -8,12 +10,13 @@ import re
 
 import pytest
 from django.contrib.auth.models import Group
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
 from scheduler import charts, services
-from scheduler.models import Recurrence, Run, TaskDefinition
-from scheduler.stats import definition_stats, percentile
+from scheduler.models import ExecutionResource, PollerHeartbeat, Recurrence, Run, TaskDefinition
 
 UTC = dt.UTC
 T = dt.datetime(2026, 5, 4, tzinfo=UTC)
@@ -48,48 +51,79 @@ def test_the_timeline_places_bars_and_marks_by_time_and_escapes_names():
     assert svg.count(">00:00<") == 3 and ">12:00<" in svg  # a tick every 3 h, labelled
 
 
-def test_bars_per_day_and_durations_draw_what_they_are_given():
-    days = [(dt.date(2026, 5, d), rate, 4) for d, rate in ((1, 1.0), (2, None), (3, 0.5))]
-    svg = charts.bars_per_day(days, width=340, height=160)  # 300 px of plot: 100 per day
-    bars = re.findall(r'<rect x="([\d.]+)" y="([\d.]+)" width="[\d.]+" height="([\d.]+)"', svg)
-    assert [float(x) for x, _, _ in bars] == [35.0, 235.0]  # the empty day has no bar
-    assert [float(h) for _, _, h in bars] == [134.0, 67.0]
-    svg = charts.durations(
-        [(T, 10.0, "SUCCEEDED"), (T + dt.timedelta(hours=1), 30.0, "FAILED")],
-        start=T,
-        end=T + dt.timedelta(hours=1),
-        lines={"median": 20.0},
+def _dashboard(client, user) -> str:
+    client.force_login(user)
+    response = client.get(reverse("admin:index"))
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def _timeline(page: str) -> str:
+    begin = page.index('<svg class="timeline"')
+    return page[begin : page.index("</svg>", begin)]
+
+
+def _counts(page: str) -> dict[str, tuple[str, str]]:
+    """state -> (link, count) from the "Runs by state" links."""
+    found = re.findall(
+        r'<a class="run-state-(\w+)" href="([^"]+)">[^<]*<strong>([^<]+)</strong></a>', page
     )
-    assert svg.count("<circle") == 2 and "median 20 s" in svg
-
-
-def test_percentile_interpolates():
-    assert percentile([], 95) is None
-    assert percentile([5.0], 95) == 5.0
-    assert percentile([float(v) for v in range(1, 101)], 95) == pytest.approx(95.05)
+    return {state.upper(): (link.replace("&amp;", "&"), count) for state, link, count in found}
 
 
 @pytest.fixture
 def busy(definition, local_resource):
+    """Per definition - the open "Hello" and a restricted "Secret payroll" - a running
+    run, a failure of the last day, a queued due run, successes (2 open, 3 secret) and
+    an hourly schedule; a resource with an error and a limit; two pollers."""
     now = timezone.now()
     lab = Group.objects.create(name="lab")
     secret = TaskDefinition.objects.create(
         name="Secret payroll", program="hello.py", default_resource=local_resource
     )
     secret.allowed_groups.add(lab)
+    ExecutionResource.objects.filter(pk=local_resource.pk).update(
+        max_concurrent_runs=4,
+        last_error="ssh: connect to host: Connection refused",
+        last_error_at=now - dt.timedelta(minutes=3),
+    )
+    PollerHeartbeat.objects.create(
+        ident="alive-poller", host="h", pid=11, started_at=now, last_seen_at=now, version="1"
+    )
+    PollerHeartbeat.objects.create(
+        ident="stale-poller",
+        host="h",
+        pid=12,
+        started_at=now - dt.timedelta(days=1),
+        last_seen_at=now - dt.timedelta(hours=3),
+        version="1",
+    )
     made = {}
-    for d, tag in ((definition, "open"), (secret, "secret")):
+    for d, tag, successes in ((definition, "open", 2), (secret, "secret", 3)):
         run = services.run_enqueue(definition=d)
         Run.objects.filter(pk=run.pk).update(
-            state=Run.State.RUNNING, started_at=now - dt.timedelta(hours=2), progress=40
+            state=Run.State.RUNNING,
+            submitted_at=now - dt.timedelta(hours=2),
+            started_at=now - dt.timedelta(hours=2),
+            progress=40 if tag == "open" else 70,
+            status_message=f"{tag} step 4 of 10",
         )
         done = services.run_enqueue(definition=d)
         Run.objects.filter(pk=done.pk).update(
             state=Run.State.FAILED,
             started_at=now - dt.timedelta(hours=5),
             finished_at=now - dt.timedelta(hours=4),
-            error="ValueError: bad",
+            error=f"Traceback\nValueError: {tag} input is bad",
         )
+        queued = services.run_enqueue(definition=d, due_at=now - dt.timedelta(minutes=1))
+        for i in range(successes):
+            ok = services.run_enqueue(definition=d)
+            Run.objects.filter(pk=ok.pk).update(
+                state=Run.State.SUCCEEDED,
+                started_at=now - dt.timedelta(hours=10 + i),
+                finished_at=now - dt.timedelta(hours=9 + i),
+                exit_code=0,
+            )
         Recurrence.objects.create(
             definition=d,
             name=f"{tag} hourly",
@@ -100,7 +134,7 @@ def busy(definition, local_resource):
             start_at=now - dt.timedelta(days=1),
             next_due_at=now + dt.timedelta(minutes=30),
         )
-        made[tag] = (run, done)
+        made[tag] = (run, done, queued)
     return made
 
 
@@ -112,7 +146,7 @@ def test_the_dashboard_timeline_shows_runs_and_upcoming_occurrences(
         page = client.get(reverse("admin:index")).content.decode()
     begin = page.index('<svg class="timeline"')
     svg = page[begin : page.index("</svg>", begin)]
-    running, failed = busy["open"]
+    running, failed, _ = busy["open"]
     assert f'href="/admin/scheduler/run/{running.pk}/change/"' in svg
     assert f'href="/admin/scheduler/run/{failed.pk}/change/"' in svg
     assert "tl-running" in svg and "tl-failed" in svg
@@ -126,36 +160,132 @@ def test_the_dashboard_timeline_shows_runs_and_upcoming_occurrences(
     assert "Secret payroll" in page
 
 
-def test_definition_statistics_page(client, roles, definition, local_resource):
+def test_counts_per_state_link_to_the_filtered_run_list(client, roles, busy):
+    counts = _counts(_dashboard(client, roles["operator"]))
+    assert set(counts) == {value for value, _ in Run.State.choices}
+    # Only the open definition's runs: the secret ones count for nobody outside its group.
+    assert {s: c for s, (_, c) in counts.items() if c != "0"} == {
+        "RUNNING": "1",
+        "FAILED": "1",
+        "QUEUED": "1",
+        "SUCCEEDED": "2",
+    }
+    link, _ = counts["FAILED"]
+    assert link == reverse("admin:scheduler_run_changelist") + "?state__exact=FAILED"
+    listing = client.get(link).content.decode()
+    failed = busy["open"][1]
+    assert f"/admin/scheduler/run/{failed.pk}/change/" in listing
+    assert f"/admin/scheduler/run/{busy['open'][0].pk}/change/" not in listing  # running
+    assert f"/admin/scheduler/run/{busy['secret'][1].pk}/change/" not in listing
+    counts = _counts(_dashboard(client, roles["superuser"]))
+    assert [counts[s][1] for s in ("RUNNING", "FAILED", "QUEUED", "SUCCEEDED")] == [
+        "2",
+        "2",
+        "2",
+        "5",
+    ]
+
+
+def test_counts_past_the_cap_say_so(client, roles, busy, monkeypatch):
+    import scheduler.dashboard
+
+    monkeypatch.setattr(scheduler.dashboard, "COUNT_CAP", 2)
+    counts = _counts(_dashboard(client, roles["superuser"]))
+    assert counts["SUCCEEDED"][1] == "2+" and counts["FAILED"][1] == "2"
+
+
+def test_running_runs_failures_queued_and_next_due(client, roles, busy):
+    page = _dashboard(client, roles["operator"])
+    running, failed, queued = busy["open"]
+    assert '<progress max="100" value="40"></progress> 40%' in page
+    assert "open step 4 of 10" in page
+    assert "ValueError: open input is bad" in page
+    for run in (running, failed, queued):
+        assert f'href="/admin/scheduler/run/{run.pk}/change/"' in page
+    assert "open hourly" in page
+
+
+def test_poller_and_resource_health(client, roles, busy):
+    page = _dashboard(client, roles["operator"])
+    assert re.search(r'<li class="dash-ok">\s*<strong>alive-poller</strong> — alive', page)
+    assert re.search(r'<li class="dash-bad">\s*<strong>stale-poller</strong> — not seen', page)
+    row = re.search(r'<tr class="dash-bad">\s*<td>local</td>(.*?)</tr>', page, re.S)
+    assert row, "the resource with a recent error is marked"
+    assert "<td>1 / 4</td>" in row.group(1)  # in flight (visible to the operator) / limit
+    assert "Connection refused" in row.group(1)
+    page = _dashboard(client, roles["superuser"])
+    assert "<td>2 / 4</td>" in page  # the superuser sees the secret run in flight too
+    PollerHeartbeat.objects.all().delete()
+    assert "No poller has ever reported" in _dashboard(client, roles["operator"])
+
+
+def test_a_restricted_definition_shows_in_no_part_of_the_dashboard(client, roles, busy):
+    page = _dashboard(client, roles["operator"])
+    for text in (
+        "Secret payroll",
+        "secret step 4 of 10",
+        "secret input is bad",
+        "secret hourly",
+        'value="70"',
+    ):
+        assert text not in page, text
+    for run in busy["secret"]:
+        assert f"/admin/scheduler/run/{run.pk}/" not in page
+    # A member of the group sees it all, in every part.
+    roles["operator"].groups.add(Group.objects.get(name="lab"))
+    page = _dashboard(client, roles["operator"])
+    for text in ("secret step 4 of 10", "secret input is bad", "secret hourly", 'value="70"'):
+        assert text in page, text
+    assert "Secret payroll" in _timeline(page)
+    assert _counts(page)["SUCCEEDED"][1] == "5" and "<td>2 / 4</td>" in page
+
+
+def test_the_number_of_queries_does_not_grow_with_the_data(
+    client, roles, busy, local_resource, django_assert_max_num_queries
+):
+    client.force_login(roles["operator"])
+    url = reverse("admin:index")
+    client.get(url)  # warm: content types, sessions
+    with CaptureQueriesContext(connection) as few:
+        client.get(url)
     now = timezone.now()
-    for i, seconds in enumerate([10, 20, 30, 40, 50, 60, 70, 80]):
-        run = services.run_enqueue(definition=definition)
-        Run.objects.filter(pk=run.pk).update(
-            state=Run.State.SUCCEEDED,
-            started_at=now - dt.timedelta(days=i, seconds=seconds),
-            finished_at=now - dt.timedelta(days=i),
-            exit_code=0,
+    for i in range(15):
+        d = TaskDefinition.objects.create(
+            name=f"task {i}", program="hello.py", default_resource=local_resource
         )
-    for i in range(2):
-        run = services.run_enqueue(definition=definition)
-        Run.objects.filter(pk=run.pk).update(
-            state=Run.State.FAILED,
-            started_at=now - dt.timedelta(days=i, seconds=5),
-            finished_at=now - dt.timedelta(days=i),
-            error=f"Traceback\nOSError: disk {i}",
+        for state in (Run.State.RUNNING, Run.State.FAILED):
+            run = services.run_enqueue(definition=d)
+            Run.objects.filter(pk=run.pk).update(
+                state=state,
+                started_at=now - dt.timedelta(hours=1),
+                finished_at=now if state == Run.State.FAILED else None,
+                error="boom",
+            )
+        Recurrence.objects.create(
+            definition=d,
+            name=f"every 2 h {i}",
+            kind="interval",
+            interval_every=2,
+            interval_unit="hours",
+            timezone="UTC",
+            start_at=now - dt.timedelta(days=1),
+            next_due_at=now + dt.timedelta(minutes=10 + i),
         )
-    stats = definition_stats(definition, now=now)
-    assert stats["runs"] == 10 and stats["success_rate"] == pytest.approx(0.8)
-    assert stats["median"] == pytest.approx(45.0) and stats["p95"] == pytest.approx(76.5)
-    assert [r for _, r, _ in stats["day_rows"][-2:]] == [pytest.approx(0.5), pytest.approx(0.5)]
-    url = reverse("admin:scheduler_taskdefinition_stats", args=[definition.pk])
-    client.force_login(roles["viewer"])
-    page = client.get(url).content.decode()
-    assert 'id="success-rate">80%' in page and 'id="median">45.0 s' in page
-    assert "OSError: disk 1" in page and page.count('class="ch-dot"') == 10
-    change = client.get(reverse("admin:scheduler_taskdefinition_change", args=[definition.pk]))
-    assert url in change.content.decode()
-    definition.allowed_groups.add(Group.objects.create(name="lab"))
-    assert client.get(url).status_code == 404
-    client.logout()
-    assert client.get(url).status_code == 302  # to the login page
+    with django_assert_max_num_queries(30):
+        with CaptureQueriesContext(connection) as many:
+            page = client.get(url).content.decode()
+    assert len(many) == len(few)
+    assert "task 14" in _timeline(page)
+
+
+def test_the_timeline_caps_its_bars_and_marks(client, roles, busy, monkeypatch):
+    import scheduler.dashboard
+
+    monkeypatch.setattr(scheduler.dashboard, "TIMELINE_MAX_BARS", 4)
+    monkeypatch.setattr(scheduler.dashboard, "TIMELINE_MAX_MARKS", 5)
+    svg = _timeline(_dashboard(client, roles["superuser"]))
+    # 2 running (up to half the bars) + 2 failed + 5 succeeded in the window: 4 drawn,
+    # the running ones and the runs that ended last (the failures, 4 hours ago).
+    assert svg.count('class="tl-bar') == 4
+    assert svg.count("tl-running") == 2 and svg.count("tl-failed") == 2
+    assert svg.count('class="tl-mark"') == 5
