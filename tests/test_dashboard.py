@@ -289,3 +289,12 @@ def test_the_timeline_caps_its_bars_and_marks(client, roles, busy, monkeypatch):
     assert svg.count('class="tl-bar') == 4
     assert svg.count("tl-running") == 2 and svg.count("tl-failed") == 2
     assert svg.count('class="tl-mark"') == 5
+
+
+def test_a_hostile_definition_name_is_escaped_in_every_part(client, roles, busy, definition):
+    TaskDefinition.objects.filter(pk=definition.pk).update(name="<script>alert(1)</script>")
+    page = _dashboard(client, roles["operator"])
+    assert "<script>alert(1)" not in page
+    # In the timeline's lane, the running and failure tables and the next-due table.
+    assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 4
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;</text>" in _timeline(page)
