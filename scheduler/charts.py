@@ -69,7 +69,8 @@ def timeline(
         f'viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="Runs of the last and next hours">'
     ]
-    # Hour axis: a tick every 3 hours, in the site's time zone.
+    # Hour axis: a tick every 3 hours of the site's clock. Stepped in real hours
+    # (through UTC), so a DST change neither repeats nor skips a tick's place.
     tick = start.astimezone(tz).replace(minute=0, second=0, microsecond=0)
     while tick <= end:
         if tick >= start and tick.hour % 3 == 0:
@@ -78,7 +79,7 @@ def timeline(
                 f'<line x1="{x:.1f}" y1="14" x2="{x:.1f}" y2="{height - 4}" class="tl-grid"/>'
                 f'<text x="{x:.1f}" y="11" class="tl-tick">{tick:%H:%M}</text>'
             )
-        tick += dt.timedelta(hours=1)
+        tick = (tick.astimezone(dt.UTC) + dt.timedelta(hours=1)).astimezone(tz)
     index = {lane: i for i, lane in enumerate(lanes)}
     for lane, i in index.items():
         y = 24 + i * lane_height
@@ -92,7 +93,7 @@ def timeline(
         x2 = max(x1 + 2, _x(b.end, start, end, label_width, plot))
         rect = (
             f'<rect x="{x1:.1f}" y="{y}" width="{x2 - x1:.1f}" height="{lane_height - 6}" '
-            f'fill="{STATE_COLOURS.get(b.state, "#777")}" class="tl-bar tl-{b.state.lower()}">'
+            f'fill="{STATE_COLOURS.get(b.state, "#777")}" class="tl-bar tl-{escape(b.state.lower())}">'
             f"<title>{escape(b.title)}</title></rect>"
         )
         out.append(f'<a href="{escape(b.url)}">{rect}</a>' if b.url else rect)

@@ -298,3 +298,26 @@ def test_a_hostile_definition_name_is_escaped_in_every_part(client, roles, busy,
     # In the timeline's lane, the running and failure tables and the next-due table.
     assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 4
     assert "&lt;script&gt;alert(1)&lt;/script&gt;</text>" in _timeline(page)
+
+
+def test_the_hour_axis_follows_the_clock_across_a_dst_change():
+    from zoneinfo import ZoneInfo
+
+    start = dt.datetime(2026, 3, 28, 12, tzinfo=UTC)  # Berlin: 13:00 CET; clocks go
+    svg = charts.timeline(  # forward at 01:00 UTC on the 29th (02:00 -> 03:00)
+        [],
+        [],
+        start=start,
+        end=start + dt.timedelta(hours=48),
+        now=start + dt.timedelta(hours=24),
+        tz=ZoneInfo("Europe/Berlin"),
+    )
+    ticks = re.findall(r'<text x="([\d.]+)" y="11" class="tl-tick">([\d:]+)</text>', svg)
+    labels = [label for _, label in ticks]
+    # 15, 18, 21, 0 (CET), then 3 (CEST, only 3 real hours after midnight), 6, ...
+    assert labels[:6] == ["15:00", "18:00", "21:00", "00:00", "03:00", "06:00"]
+    assert len(labels) == len(set(ticks)) and labels.count("03:00") == 2  # 29th and 30th
+    step = 790 / 48  # px per real hour
+    xs = [float(x) for x, _ in ticks]
+    assert xs[4] - xs[3] == pytest.approx(2 * step, abs=0.1)  # 00:00 CET -> 03:00 CEST
+    assert xs[5] - xs[4] == pytest.approx(3 * step, abs=0.1)
