@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -21,7 +22,14 @@ import psutil
 from common import PY, ROOT, make_site, setup_django
 
 
-def bare(n: int) -> float:
+def machine_cpu() -> float:
+    """Seconds of CPU the whole machine has spent busy (all cores), from /proc/stat."""
+    with open("/proc/stat") as fh:
+        ticks = [int(v) for v in fh.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def bare(n: int) -> tuple[float, float]:
     work = Path(tempfile.mkdtemp(prefix="scheduler-bare-"))
     client = ROOT / "task_programs" / "scheduler_client.py"
     program = ROOT / "bench" / "programs" / "trivial.py"
@@ -34,6 +42,7 @@ def bare(n: int) -> float:
         (d / "run.json").write_text(json.dumps({"v": 1, "run_id": i, "parameters": {}, "args": []}))
         dirs.append(str(d))
     script = f'cd "$1" && SCHEDULER_RUN_DIR="$1" {PY} scheduler_client.py run trivial.py >stdout.txt 2>stderr.txt'
+    cpu0 = machine_cpu()
     start = time.monotonic()
     subprocess.run(
         ["xargs", "-P", "2", "-n", "1", "sh", "-c", script, "sh"],
@@ -41,10 +50,11 @@ def bare(n: int) -> float:
         check=True,
     )
     elapsed = time.monotonic() - start
+    cpu = machine_cpu() - cpu0
     ok = sum(1 for d in dirs if (Path(d) / "exit.json").exists())
     shutil.rmtree(work)
     assert ok == n, f"bare: only {ok} of {n} wrote an exit record"
-    return n / elapsed
+    return n / elapsed, cpu / n
 
 
 def main() -> None:
@@ -72,6 +82,8 @@ def main() -> None:
     # long-lived poller has them already.
     time.sleep(1.5 + 0.2 * args.services)
     proc = psutil.Process(poller.pid)
+    poller_cpu0 = sum(proc.cpu_times()[:2])
+    cpu0 = machine_cpu()
     start = time.monotonic()
     for _ in range(args.runs):
         services.run_enqueue(definition=definition)
@@ -85,6 +97,8 @@ def main() -> None:
             raise SystemExit(f"timed out: {done} of {args.runs} final")
         time.sleep(0.1)
     elapsed = time.monotonic() - start
+    cpu = machine_cpu() - cpu0
+    poller_cpu = sum(proc.cpu_times()[:2]) - poller_cpu0
     poller.terminate()
     poller.wait(timeout=60)
     states = dict(
@@ -94,7 +108,7 @@ def main() -> None:
     )
     files = sum(1 for r in Run.objects.all() if r.files.filter(kind="output").exists())
     rate = args.runs / elapsed
-    bare_rate = bare(args.runs)
+    bare_rate, bare_cpu = bare(args.runs)
     print(
         f"runs: {args.runs}, job services: {args.services}, concurrency limit: {args.concurrency}"
     )
@@ -102,7 +116,14 @@ def main() -> None:
     print(
         f"poller: {rate:.1f} runs/s queued->final ({elapsed:.1f} s), peak poller RSS {peak_rss / 2**20:.0f} MiB"
     )
-    print(f"bare xargs -P 2 with the same launcher: {bare_rate:.1f} runs/s")
+    print(
+        f"CPU per run: {cpu / args.runs * 1000:.1f} ms on the whole machine, of which the "
+        f"poller process {poller_cpu / args.runs * 1000:.1f} ms"
+    )
+    print(
+        f"bare xargs -P 2 with the same launcher: {bare_rate:.1f} runs/s, "
+        f"{bare_cpu * 1000:.1f} ms CPU per run"
+    )
     print(f"ratio poller/bare: {rate / bare_rate:.2f}")
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -114,6 +114,7 @@ class Poller:
     def run_forever(self, *, interval: float | None = None) -> None:
         interval = settings.SCHEDULER_POLL_INTERVAL if interval is None else interval
         logger.info("poller %s (pid %s) started", self.ident, self.pid)
+        keep_database_connections()
         self.warm_up()
         try:
             while not self.stop_requested:
@@ -269,23 +270,63 @@ class Poller:
         return found or bool(runs)
 
     def launch(self, runs: list[Run]) -> None:
-        """Hand runs to the launch threads; the tick goes on while they submit."""
-        for run in runs:
-            self._launching[run.pk] = (run, self._threads.submit(self._launch_one, run))
+        """Hand runs to the launch threads; the tick goes on while they submit.
 
-    def _launch_one(self, run: Run) -> Exception | None:
-        """In a launch thread: stage, submit, and store the job id at once."""
+        Runs of one resource go in bulks, one bulk per job service at a time:
+        a service answers one exchange in ~0.1-0.2 s however many jobs it
+        carries, so 40 runs on 4 services are 4 exchanges, not 40."""
+        by_resource: dict[int, list[Run]] = {}
+        for run in runs:
+            by_resource.setdefault(run.resource_id, []).append(run)
+        for group in by_resource.values():
+            pool = self._pool(group[0].resource)
+            size = 1
+            if pool.submits_in_bulk:
+                per_service = -(-len(group) // pool.size)
+                size = max(1, min(settings.SCHEDULER_SUBMIT_BULK, per_service))
+            for i in range(0, len(group), size):
+                batch = group[i : i + size]
+                future = self._threads.submit(self._launch_batch, batch)
+                for run in batch:
+                    self._launching[run.pk] = (run, future)
+
+    def _launch_batch(self, runs: list[Run]) -> dict[int, Exception | None]:
+        """In a launch thread: stage, submit in one bulk, and store each job id at
+        once. Answers, for every run, the exception that kept it from starting
+        or None."""
+        results: dict[int, Exception | None] = {}
         try:
-            job_id, run_dir = self._stage_and_submit(run)
-            services.run_mark_submitted(run=run, job_id=job_id, run_directory=run_dir)
-            # Here, not when the launch is collected: a quick run can be tracked to
-            # its end before the next tick collects it.
-            services.resource_record_ok(resource=run.resource)
-            return None
-        except Exception as exc:  # noqa: BLE001 - reported on the run by collect_launches
-            return exc
+            staged = []
+            for run in runs:
+                try:
+                    staged.append((run, self._stage(run)))
+                except Exception as exc:  # noqa: BLE001 - reported on the run
+                    results[run.pk] = exc
+            if not staged:
+                return results
+            resource = staged[0][0].resource
+            answers = self._pool(resource).submit_many([spec for _, spec in staged])
+            submitted = False
+            with transaction.atomic():
+                for (run, spec), answer in zip(staged, answers, strict=True):
+                    if isinstance(answer, Exception):
+                        results[run.pk] = answer
+                        continue
+                    services.run_mark_submitted(
+                        run=run, job_id=answer, run_directory=spec.working_directory
+                    )
+                    results[run.pk] = None
+                    submitted = True
+            if submitted:
+                # Here, not when the launch is collected: a quick run can be tracked
+                # to its end before the next tick collects it.
+                services.resource_record_ok(resource=resource)
+        except Exception as exc:  # noqa: BLE001 - reported on the runs by collect_launches
+            for run in runs:
+                results.setdefault(run.pk, exc)
         finally:
             close_old_connections()
+        return results
 
     def collect_launches(self, *, wait: bool = False) -> bool:
         """Report finished launches: failures on their runs, successes to tracking."""
@@ -295,14 +336,19 @@ class Poller:
                 continue
             del self._launching[run_id]
             collected = True
-            exc = future.result()
+            try:
+                exc = future.result().get(run_id)
+            except Exception as error:  # noqa: BLE001 - the launch thread itself broke
+                exc = error
             if exc is not None:
                 self._launch_failed(run, exc)
             else:
                 self._flights[run_id] = _Flight(last_saga_check=time.monotonic())
         return collected
 
-    def _stage_and_submit(self, run: Run) -> tuple[str, str]:
+    def _stage(self, run: Run):
+        """Make the run directory, stage the program, the client and run.json;
+        answer the job to submit."""
         resource = run.resource
         files = rundirs.for_resource(resource)
         run_dir = files.run_dir(run.pk)
@@ -334,7 +380,7 @@ class Poller:
         )
         from poller.saga_executor import JobSpec
 
-        spec = JobSpec(
+        return JobSpec(
             run_id=run.pk,
             executable=resource.python or (sys.executable if resource.on_this_host() else "python3"),
             arguments=["scheduler_client.py", "run", program.name, *run_json["args"]],
@@ -346,8 +392,6 @@ class Poller:
             project=resource.project,
             wall_time_minutes=_wall_time_minutes(run),
         )
-        job_id = self._pool(resource).submit(spec)
-        return job_id, run_dir
 
     def _launch_failed(self, run: Run, exc: Exception) -> None:
         reason = f"Could not launch on {run.resource.name}: {exc}"
@@ -622,6 +666,21 @@ class Poller:
         files = rundirs.for_resource(run.resource)
         services.run_add_message(run=run, text=reason, level="warning")
         self._finish(run, files, state=state, error=reason if state != "CANCELLED" else "")
+
+
+def keep_database_connections() -> None:
+    """A long-lived poller keeps its database connections open between ticks.
+
+    With the web's default (DATABASE_CONN_MAX_AGE=0) every tick and every launch
+    thread opened a new connection: SQLite's page cache is per connection, so each
+    query read its pages afresh (0.7 ms a query, 35 ms an idle tick here). A
+    connection that broke is still replaced: close_old_connections() drops an
+    unusable one after an error."""
+    from django.db import connections
+
+    for alias in connections:
+        connections.settings[alias]["CONN_MAX_AGE"] = None
+        connections[alias].close_at = None
 
 
 def _quietly(fn, what: str) -> None:

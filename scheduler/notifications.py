@@ -30,6 +30,8 @@ def notify_when_committed(run: Run, *, retried: bool) -> None:
         return
     if run.state not in BAD and run.state != Run.State.SUCCEEDED:
         return  # cancelled: someone asked for it
+    if run.state == Run.State.SUCCEEDED and not run.definition.notify_on_success:
+        return  # the common case, decided without a query for every run
     transaction.on_commit(lambda: notify(run.pk))
 
 
