@@ -46,6 +46,12 @@ SAGA_CHECK_SECONDS = 15.0
 # A job SAGA calls ended, with no exit record: wait this long for the record to
 # appear (a slow shared filesystem) before calling the run lost.
 EXIT_RECORD_GRACE_SECONDS = 5.0
+# The heartbeat and the renewal of this poller's leases (SCHEDULER_LEASE_SECONDS,
+# 60 s by default; a poller counts as alive for 30 s) go out this often, not on
+# every tick: a busy poller ticks several times a second.
+HEARTBEAT_SECONDS = 5.0
+# radical.saga's folders of ended local jobs are removed this often.
+TIDY_SECONDS = 600.0
 # A resource that failed is left alone this long before it is tried again.
 RESOURCE_RETRY_SECONDS = 30.0
 # Launcher exit status when a run directory was launched before (see scheduler_client).
@@ -86,6 +92,9 @@ class Poller:
         self._flights: dict[int, _Flight] = {}
         self._launching: dict[int, tuple[Run, Any]] = {}
         self._next_retention_check = 0.0
+        self._next_heartbeat = 0.0
+        self._next_tidy = 0.0
+        self._tidying = None
         self._threads = ThreadPoolExecutor(max_workers=max(2, self.services_per_resource * 2))
 
     # ----------------------------------------------------------------- the loop
@@ -101,6 +110,7 @@ class Poller:
             self.track,
             self.enforce_cancels_and_timeouts,
             self.retention,
+            self.tidy_saga_state,
         ):
             if self.stop_requested:
                 break
@@ -174,6 +184,9 @@ class Poller:
 
     # --------------------------------------------------------------- 1 heartbeat
     def heartbeat(self) -> bool:
+        if time.monotonic() < self._next_heartbeat:
+            return False
+        self._next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
         services.heartbeat_beat(
             ident=self.ident,
             host=socket.gethostname(),
@@ -599,6 +612,21 @@ class Poller:
         services.run_finish(run=run, **fields)
         self._flights.pop(run.pk, None)
 
+    # ------------------------------------------------- radical.saga's own state
+    def tidy_saga_state(self) -> bool:
+        """Every TIDY_SECONDS, in a worker thread: remove radical.saga's folders of
+        local jobs that ended, and keep its notifications file short
+        (saga_executor.tidy_local_job_state)."""
+        if time.monotonic() < self._next_tidy:
+            return False
+        if self._tidying is not None and not self._tidying.done():
+            return False
+        self._next_tidy = time.monotonic() + TIDY_SECONDS
+        from poller.saga_executor import tidy_local_job_state
+
+        self._tidying = self._threads.submit(_quietly, tidy_local_job_state, "tidying SAGA state")
+        return False
+
     # ------------------------------------------------------------- retention
     def retention(self) -> bool:
         """Once a day, prune old runs (SCHEDULER_RETENTION_DAYS; off when 0)."""
@@ -650,6 +678,8 @@ class Poller:
         if not run.saga_job_id:
             return None
         try:
+            if run.resource.is_local() and run.run_directory:
+                rundirs.for_resource(run.resource).end_launcher(run.run_directory)
             self._pool(run.resource).cancel(run.saga_job_id)
             return None
         except Exception as exc:  # noqa: BLE001 - reported on the run by _end_job

@@ -112,6 +112,49 @@ class LocalRunDirs:
                 read += len(chunk)
                 yield chunk
 
+    def end_launcher(self, run_dir: str, *, grace: float = 5.0) -> bool:
+        """End a local run's launcher, and through it the program: SIGTERM (the
+        launcher hands it on and writes its exit record), SIGKILL to whatever is
+        left after ``grace`` seconds. True if a launcher was found.
+
+        radical.saga's cancel kills the job's process group, and local jobs have
+        none of their own (poller/local_shell.sh), so a local cancel ends the
+        launcher here. The ``cancelled`` mark goes first: a launcher that has not
+        claimed the directory yet starts nothing (see scheduler_client.launch).
+        The process is known by the pid in ``launched`` and checked by its command
+        line and environment, so a reused pid is never signalled."""
+        import socket
+
+        import psutil
+
+        path = Path(run_dir)
+        try:
+            (path / "cancelled").touch()
+        except OSError:
+            pass  # the directory is gone: nothing will start there
+        record = self.read_json(run_dir, "launched")
+        if not record or not isinstance(record.get("pid"), int):
+            return False
+        if record.get("host") not in (None, socket.gethostname()):
+            return False
+        try:
+            launcher = psutil.Process(record["pid"])
+            if not _is_launcher_of(launcher, run_dir):
+                return False
+            children = launcher.children(recursive=True)
+            launcher.terminate()
+        except psutil.Error:
+            return False
+        _, alive = psutil.wait_procs([launcher], timeout=grace)
+        if alive:
+            children += _children_quietly(launcher)
+        for proc in [*alive, *children]:
+            try:
+                proc.kill()  # psutil checks the process is still the one it knew
+            except psutil.Error:
+                pass
+        return True
+
     def read_json(self, run_dir: str, name: str) -> dict | None:
         data = self.read_from(run_dir, name, 0)
         if not data:
@@ -121,6 +164,26 @@ class LocalRunDirs:
         except ValueError:
             return None  # half written: the writer renames into place, so only on odd filesystems
         return value if isinstance(value, dict) else None
+
+
+def _is_launcher_of(proc, run_dir: str) -> bool:
+    import psutil
+
+    try:
+        return any(part.endswith("scheduler_client.py") for part in proc.cmdline()) and (
+            proc.environ().get("SCHEDULER_RUN_DIR") == run_dir
+        )
+    except psutil.Error:
+        return False
+
+
+def _children_quietly(proc) -> list:
+    import psutil
+
+    try:
+        return proc.children(recursive=True)
+    except psutil.Error:
+        return []
 
 
 def for_resource(resource: ExecutionResource):

@@ -238,7 +238,10 @@ SCHEDULER_MAX_FILE_BYTES = env_int("SCHEDULER_MAX_FILE_BYTES", 5 * 1024**3)
 SCHEDULER_MAX_RUN_BYTES = env_int("SCHEDULER_MAX_RUN_BYTES", 20 * 1024**3)
 SCHEDULER_MESSAGE_MAX_CHARS = env_int("SCHEDULER_MESSAGE_MAX_CHARS", 4000)
 SCHEDULER_SERVICES_PER_RESOURCE = env_int("SCHEDULER_SERVICES_PER_RESOURCE", 4)
-# At most this many runs go to one job service in one exchange (fork://, ssh://).
+# Where radical.saga keeps the state of local jobs (its RADICAL_BASE): the site's
+# own, not the shared ~/.radical, so that the poller can tidy it.
+SCHEDULER_SAGA_BASE = Path(os.environ.get("SCHEDULER_SAGA_BASE", VAR_DIR / "saga"))
+# At most this many runs go to one local job service in one exchange.
 SCHEDULER_SUBMIT_BULK = env_int("SCHEDULER_SUBMIT_BULK", 16)
 # How downloads leave the server: "django" streams them; "nginx" answers with
 # X-Accel-Redirect under SCHEDULER_SENDFILE_PREFIX; "apache" with X-Sendfile.

@@ -67,6 +67,9 @@ PROTOCOL_VERSION = 1
 EVENTS_FILE = "events.jsonl"
 EXIT_FILE = "exit.json"
 LAUNCHED_FILE = "launched"
+# Written by the poller when it cancels a run on its own host; a launcher that
+# finds it after claiming the directory starts nothing.
+CANCELLED_FILE = "cancelled"
 RUN_FILE = "run.json"
 OUTPUT_DIR = "outputs"
 # Exit status of a launcher that found the run directory launched before.
@@ -524,6 +527,16 @@ def launch(argv):
         "failed": False,
         "error": None,
     }
+    # After the launched marker, never before: the poller writes "cancelled" and
+    # then looks for "launched", so either it finds this launcher or this
+    # launcher finds its mark.
+    if os.path.exists(os.path.join(run_dir(), CANCELLED_FILE)):
+        record.update(
+            exit_code=143, failed=True, error="Cancelled before the program started."
+        )
+        record["finished_at"] = _now()
+        _write_exit(record)
+        return record["exit_code"]
     child = []
     finished = []
 

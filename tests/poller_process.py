@@ -20,6 +20,7 @@ def poller_env(**extra: str) -> dict[str, str]:
         SCHEDULER_DATABASE_NAME=str(connection.settings_dict["NAME"]),
         SCHEDULER_FILE_ROOT=str(settings.SCHEDULER_FILE_ROOT),
         SCHEDULER_RUN_ROOT=str(settings.SCHEDULER_RUN_ROOT),
+        SCHEDULER_SAGA_BASE=str(settings.SCHEDULER_SAGA_BASE),
         SCHEDULER_PROGRAM_DIRS=",".join(str(p) for p in settings.SCHEDULER_PROGRAM_DIRS),
         LOG_LEVEL="WARNING",
     )

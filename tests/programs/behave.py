@@ -30,6 +30,14 @@ elif mode == "sleep":
     for i in range(600):
         client.status(f"sleeping {i}", progress=min(99, i))
         time.sleep(0.2)
+elif mode == "stubborn":
+    # Ignores SIGTERM, as a careless program might: a cancel must still end it.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with open(os.path.join(client.run_dir(), "stubborn.pid"), "w") as fh:
+        fh.write(str(os.getpid()))
+    for i in range(600):
+        client.status(f"ignoring {i}", progress=min(99, i))
+        time.sleep(0.2)
 elif mode == "nap":
     for i in range(12):
         client.status(f"napping {i}", progress=10 + i)
