@@ -2,9 +2,11 @@
 
 Prints runs per second from queued to final through the real poller, and beside
 it, in the same run, the same program started bare by `xargs -P 2` through the
-same launcher (scheduler_client.py run), and the ratio.
+same launcher (scheduler_client.py run), the same launcher submitted straight
+through radical.saga with the poller's services and bulks (what the shell
+adaptor itself costs), the machine's CPU per run for each, and the ratios.
 
-    .venv/bin/python bench/dispatch.py --runs 300 --services 8
+    .venv/bin/python bench/dispatch.py --runs 300 --services 2
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ def machine_cpu() -> float:
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def bare(n: int) -> tuple[float, float]:
+def run_dirs(n: int) -> tuple[Path, list[str]]:
+    """n staged run directories of the trivial program, as the poller stages them."""
     work = Path(tempfile.mkdtemp(prefix="scheduler-bare-"))
     client = ROOT / "task_programs" / "scheduler_client.py"
     program = ROOT / "bench" / "programs" / "trivial.py"
@@ -41,6 +44,62 @@ def bare(n: int) -> tuple[float, float]:
         shutil.copy(program, d)
         (d / "run.json").write_text(json.dumps({"v": 1, "run_id": i, "parameters": {}, "args": []}))
         dirs.append(str(d))
+    return work, dirs
+
+
+def saga_alone(n: int, services: int, bulk: int) -> tuple[float, float]:
+    """The same launcher in staged directories, submitted straight through
+    radical.saga (no poller, no database): `services` job services in parallel,
+    bulks of `bulk`, through the poller's local shell. What radical.saga's shell
+    adaptor itself costs; finished when every exit record is there."""
+    import threading
+
+    from poller.saga_executor import _radical_base, _rs
+    from scheduler.models import ExecutionResource
+
+    rs = _rs()
+    work, dirs = run_dirs(n)
+    resource = ExecutionResource(name="bench", job_service_url="fork://localhost")
+    with _radical_base(resource):
+        pool = [rs.job.Service("fork://localhost") for _ in range(services)]
+
+    def description(d: str):
+        jd = rs.job.Description()
+        jd.executable = PY
+        jd.arguments = ["scheduler_client.py", "run", "trivial.py"]
+        jd.working_directory = d
+        jd.output, jd.error = "stdout.txt", "stderr.txt"
+        jd.environment = {"SCHEDULER_RUN_DIR": d, "SCHEDULER_RUN_ID": "0"}
+        return jd
+
+    def submit(k: int) -> None:
+        for start in range(k * bulk, n, services * bulk):
+            container = rs.task.Container()
+            for d in dirs[start : start + bulk]:
+                container.add(pool[k].create_job(description(d)))
+            container.run()
+
+    cpu0 = machine_cpu()
+    start = time.monotonic()
+    threads = [threading.Thread(target=submit, args=(k,)) for k in range(services)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    while not all(os.path.exists(os.path.join(d, "exit.json")) for d in dirs):
+        if time.monotonic() - start > 600:
+            raise SystemExit("radical.saga alone: timed out")
+        time.sleep(0.05)
+    elapsed = time.monotonic() - start
+    cpu = machine_cpu() - cpu0
+    for service in pool:
+        service.close()
+    shutil.rmtree(work)
+    return n / elapsed, cpu / n
+
+
+def bare(n: int) -> tuple[float, float]:
+    work, dirs = run_dirs(n)
     script = f'cd "$1" && SCHEDULER_RUN_DIR="$1" {PY} scheduler_client.py run trivial.py >stdout.txt 2>stderr.txt'
     cpu0 = machine_cpu()
     start = time.monotonic()
@@ -60,7 +119,7 @@ def bare(n: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=300)
-    parser.add_argument("--services", type=int, default=8)
+    parser.add_argument("--services", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
 
@@ -109,6 +168,9 @@ def main() -> None:
     files = sum(1 for r in Run.objects.all() if r.files.filter(kind="output").exists())
     rate = args.runs / elapsed
     bare_rate, bare_cpu = bare(args.runs)
+    from django.conf import settings
+
+    saga_rate, saga_cpu = saga_alone(args.runs, args.services, settings.SCHEDULER_SUBMIT_BULK)
     print(
         f"runs: {args.runs}, job services: {args.services}, concurrency limit: {args.concurrency}"
     )
@@ -124,7 +186,11 @@ def main() -> None:
         f"bare xargs -P 2 with the same launcher: {bare_rate:.1f} runs/s, "
         f"{bare_cpu * 1000:.1f} ms CPU per run"
     )
-    print(f"ratio poller/bare: {rate / bare_rate:.2f}")
+    print(
+        f"radical.saga alone, the same launcher, {args.services} services, bulks of "
+        f"{settings.SCHEDULER_SUBMIT_BULK}: {saga_rate:.1f} runs/s, {saga_cpu * 1000:.1f} ms CPU per run"
+    )
+    print(f"ratio poller/bare: {rate / bare_rate:.2f}, poller/radical.saga alone: {rate / saga_rate:.2f}")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,9 @@ EXIT_RECORD_GRACE_SECONDS = 5.0
 # 60 s by default; a poller counts as alive for 30 s) go out this often, not on
 # every tick: a busy poller ticks several times a second.
 HEARTBEAT_SECONDS = 5.0
+# A busy poller (the last tick found work) starts its next tick this long after
+# the last one started, or at once if the tick took longer.
+BUSY_TICK_SECONDS = 0.1
 # radical.saga's folders of ended local jobs are removed this often.
 TIDY_SECONDS = 600.0
 # A resource that failed is left alone this long before it is tried again.
@@ -128,9 +131,17 @@ class Poller:
         self.warm_up()
         try:
             while not self.stop_requested:
+                started = time.monotonic()
                 found = self.tick()
-                if not found and not self.stop_requested:
+                if self.stop_requested:
+                    break
+                if not found:
                     self._sleep(self._idle_seconds(interval))
+                else:
+                    # Busy: tick again soon, but not back to back. Every tick asks
+                    # the database the same questions (~10 ms here), and ticks
+                    # that follow each other at once took CPU from the programs.
+                    self._sleep(min(interval, BUSY_TICK_SECONDS) - (time.monotonic() - started))
         finally:
             self.close()
 

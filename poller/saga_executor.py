@@ -115,7 +115,32 @@ def _rs():
     os.environ["SHELL"] = os.environ.get("SCHEDULER_LOCAL_SHELL", LOCAL_SHELL)
     import radical.saga as rs
 
+    _shells_keep_no_descriptors()
     return rs
+
+
+def _shells_keep_no_descriptors() -> None:
+    """radical.saga starts every shell (a job service's, an ssh master's) with
+    pty.fork() and exec, and the new shell inherited every descriptor the poller
+    had open, the terminals of the other services among them; its wrapper and
+    job monitors inherit them in turn. A monitor lives as long as its job, so a
+    closed service's terminal stayed open, its shell never read an end of file,
+    and every poller restart left its shells behind (hundreds after a test run).
+    The child now closes all but its terminal before it execs."""
+    from radical.saga.utils import pty_process
+
+    if getattr(pty_process.pty, "scheduler_wrapped", False):
+        return
+    import pty
+    import types
+
+    def fork():
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        return pid, fd
+
+    pty_process.pty = types.SimpleNamespace(fork=fork, scheduler_wrapped=True)
 
 
 def purge_dead_ssh_masters() -> int:
