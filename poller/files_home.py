@@ -275,7 +275,7 @@ def bring_files_home(run, rundir) -> list:
         max_file=settings.SCHEDULER_MAX_FILE_BYTES,
         max_run=settings.SCHEDULER_MAX_RUN_BYTES,
     )
-    existing = {(f.kind, f.name): f for f in run.files.all()}
+    existing = {(f.kind, f.name): f for f in OutputFile.objects.filter(run_id=run.pk)}
     stored: list[OutputFile] = []
     new_rows: list[OutputFile] = []
     for result in results:

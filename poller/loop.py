@@ -53,6 +53,8 @@ HEARTBEAT_SECONDS = 5.0
 # A busy poller (the last tick found work) starts its next tick this long after
 # the last one started, or at once if the tick took longer.
 BUSY_TICK_SECONDS = 0.1
+# Schedules are turned into runs this often (the default poll interval).
+MATERIALIZE_SECONDS = 1.0
 # radical.saga's folders of ended local jobs are removed this often.
 TIDY_SECONDS = 600.0
 # A resource that failed is left alone this long before it is tried again.
@@ -96,6 +98,7 @@ class Poller:
         self._launching: dict[int, tuple[Run, Any]] = {}
         self._next_retention_check = 0.0
         self._next_heartbeat = 0.0
+        self._next_materialize = 0.0
         self._next_tidy = 0.0
         self._tidying = None
         self._threads = ThreadPoolExecutor(max_workers=max(2, self.services_per_resource * 2))
@@ -210,10 +213,13 @@ class Poller:
 
     # ----------------------------------------------------- 2 schedules -> runs
     def materialize_schedules(self) -> bool:
-        try:
-            from scheduler.scheduling import schedule_materialize
-        except ImportError:
+        """Queue the runs of due schedule occurrences, at most every
+        MATERIALIZE_SECONDS: a busy poller ticks ten times a second."""
+        if time.monotonic() < self._next_materialize:
             return False
+        self._next_materialize = time.monotonic() + MATERIALIZE_SECONDS
+        from scheduler.scheduling import schedule_materialize
+
         return bool(schedule_materialize(now=timezone.now()))
 
     # ---------------------------------------- 7 reattach after restart/takeover
