@@ -628,6 +628,9 @@ class Poller:
             )
         services.run_finish(run=run, **fields)
         self._flights.pop(run.pk, None)
+        pool = self._pools.get(run.resource_id)
+        if pool is not None and run.saga_job_id:
+            pool.forget(run.saga_job_id)
 
     # ------------------------------------------------- radical.saga's own state
     def tidy_saga_state(self) -> bool:

@@ -226,6 +226,29 @@ def _memoise_apitype(job) -> None:
             cls._apitype = job._apitype
 
 
+class _BoundedEvents(dict):
+    """Keeps the newest LIMIT entries: radical.saga's job monitor holds the state
+    changes of jobs it does not know (those of the other services, and every bulk
+    submitted one) in such a dict for ever, ~800 bytes a job over four services.
+    Only the monitor thread writes; a key is dropped only when a newer one comes."""
+
+    LIMIT = 4096
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        while len(self) > self.LIMIT:
+            del self[next(iter(self))]
+
+
+def _bound_monitor_events(service) -> None:
+    with contextlib.suppress(Exception):
+        monitor = service._adaptor.monitor
+        if not isinstance(monitor.events, _BoundedEvents):
+            bounded = _BoundedEvents()
+            bounded.update(monitor.events)
+            monitor.events = bounded
+
+
 class JobServicePool:
     """Several reusable SAGA job services for one resource, one thread each at a time."""
 
@@ -247,9 +270,20 @@ class JobServicePool:
         except Exception as exc:  # noqa: BLE001
             purge_dead_ssh_masters()  # the next attempt connects afresh
             raise _error(self.resource, "Could not open the job service", exc) from None
+        _bound_monitor_events(service)
         with self._lock:
             self._all.append(service)
         return service
+
+    def forget(self, job_id: str) -> None:
+        """Drop an ended job from the services' memory. radical.saga keeps every
+        job a service ran one at a time (its ``jobs``) for the service's life: a
+        long-lived poller would hold them all."""
+        with self._lock:
+            services = list(self._all)
+        for svc in services:
+            with contextlib.suppress(Exception):
+                svc._adaptor.jobs.pop(job_id, None)
 
     def warm_one(self) -> None:
         """Open one more job service ahead of the first runs (~1.4 s each)."""

@@ -243,3 +243,25 @@ def test_a_long_lived_poller_keeps_its_database_connection_between_ticks(poller)
     finally:
         for alias, value in before.items():
             connections.settings[alias]["CONN_MAX_AGE"] = value
+
+
+def test_services_forget_ended_jobs_and_bound_what_their_monitors_keep(pool, tmp_path):
+    from poller.saga_executor import _BoundedEvents
+
+    job_id = pool.submit(_spec(0, tmp_path, "true"))
+    [service] = pool._all
+    assert job_id in service._adaptor.jobs
+    pool.forget(job_id)
+    assert job_id not in service._adaptor.jobs
+    events = service._adaptor.monitor.events
+    assert isinstance(events, _BoundedEvents)
+
+    bounded = _BoundedEvents()
+    for i in range(_BoundedEvents.LIMIT + 500):
+        bounded[f"job-{i}"] = ["RUNNING"]
+        bounded[f"job-{i}"].append("DONE")
+    assert len(bounded) == _BoundedEvents.LIMIT
+    assert "job-0" not in bounded and bounded[f"job-{_BoundedEvents.LIMIT + 499}"] == [
+        "RUNNING",
+        "DONE",
+    ]
