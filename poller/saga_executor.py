@@ -259,6 +259,8 @@ class JobServicePool:
         self._created = 0
         self._lock = threading.Lock()
         self._all: list[Any] = []
+        # Jobs submitted again on their own because a bulk answer missed their id.
+        self.resubmitted = 0
 
     def _new_service(self):
         rs = _rs()
@@ -427,6 +429,8 @@ class JobServicePool:
                 answers.append(job_id)
             else:
                 logger.info("run %s: no job id in the bulk answer, submitted again", spec.run_id)
+                with self._lock:
+                    self.resubmitted += 1
                 answers.append(self._submit_quietly(spec))
         return answers
 
