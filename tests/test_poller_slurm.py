@@ -119,3 +119,60 @@ def test_a_job_slurm_has_forgotten_is_finished_from_the_exit_record(poller, beha
     assert run.state == Run.State.SUCCEEDED, run.error
     assert run.exit_code == 0
     assert run.files.get(name="result.txt", kind="output").size == 5
+
+
+@pytest.fixture
+def slurm_login_node(slurm, sshd_server, tmp_path):
+    """A second sshd on 127.0.0.1 whose sessions see the test cluster's
+    SLURM_CONF (SetEnv), as a cluster's login node sees its own."""
+    import re
+
+    from tests.fixtures_sshd import SshServer, free_port
+
+    port = free_port()
+    config = tmp_path / "login_sshd_config"
+    text = re.sub(r"^Port \d+$", f"Port {port}", sshd_server.config.read_text(), flags=re.M)
+    text = re.sub(r"^PidFile .*$", f"PidFile {tmp_path / 'login.pid'}", text, flags=re.M)
+    config.write_text(text + f"SetEnv SLURM_CONF={slurm.conf}\n")
+    server = SshServer(
+        sshd_server.host, port, sshd_server.user, sshd_server.key_path, config, tmp_path / "l.log"
+    )
+    server.forget_host_key()
+    server.start()
+    yield server
+    server.stop()
+    server.forget_host_key()
+
+
+def test_a_run_on_slurm_over_ssh_ends_with_its_files_home(
+    poller, slurm, slurm_login_node, tmp_path
+):
+    """slurm+ssh://: sbatch and squeue over ssh to a login node (the same host),
+    run directories over ssh, the same single-node Slurm."""
+    import sys
+
+    sshd_server = slurm_login_node
+    remote = ExecutionResource.objects.create(
+        name="cluster-over-ssh",
+        job_service_url=(
+            f"slurm+ssh://{sshd_server.user}@{sshd_server.host}:{sshd_server.port}/"
+        ),
+        ssh_user=sshd_server.user,
+        ssh_key_path=sshd_server.key_path,
+        queue="debug",
+        working_root=str(tmp_path / "slurm-ssh-runs"),
+        python=sys.executable,
+        max_concurrent_runs=2,
+    )
+    assert not remote.on_this_host()
+    hello = TaskDefinition.objects.create(
+        name="Hello slurm+ssh", program="hello.py", default_resource=remote
+    )
+    TaskParameter.objects.create(definition=hello, name="name", default="Remote Slurm")
+    run = run_to_end(poller, services.run_enqueue(definition=hello), timeout=120)
+    assert run.state == Run.State.SUCCEEDED, (run.error, slurm.logs()[-2000:])
+    assert run.saga_job_id.startswith("[slurm+ssh://")
+    assert "Remote Slurm" in " ".join(run.messages.values_list("text", flat=True))
+    stdout = run.files.get(kind="stdout")
+    data = stdout.absolute_path().read_bytes()
+    assert hashlib.sha256(data).hexdigest() == stdout.sha256
