@@ -229,7 +229,8 @@ def _memoise_apitype(job) -> None:
 class _BoundedEvents(dict):
     """Keeps the newest LIMIT entries: radical.saga's job monitor holds the state
     changes of jobs it does not know (those of the other services, and every bulk
-    submitted one) in such a dict for ever, ~800 bytes a job over four services.
+    submitted one) in such a dict for ever: by my estimate (not measured) some
+    hundreds of bytes a job in each service's monitor.
     Only the monitor thread writes; a key is dropped only when a newer one comes."""
 
     LIMIT = 4096

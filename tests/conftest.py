@@ -79,6 +79,17 @@ def local_resource(db):
 
 
 @pytest.fixture
+def behave(local_resource):
+    """tests/programs/behave.py on the local resource, its mode a parameter; the
+    poller tests put tests/programs among the program directories."""
+    d = TaskDefinition.objects.create(
+        name="Behave", program="behave.py", default_resource=local_resource
+    )
+    TaskParameter.objects.create(definition=d, name="mode", default="ok")
+    return d
+
+
+@pytest.fixture
 def definition(db, local_resource):
     """A definition of the hello world program with one parameter of each type."""
     d = TaskDefinition.objects.create(

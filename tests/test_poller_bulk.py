@@ -18,7 +18,7 @@ from poller import rundir as rundirs
 from poller.loop import Poller, keep_database_connections
 from poller.saga_executor import JobServicePool, JobSpec, local_job_base, tidy_local_job_state
 from scheduler import services
-from scheduler.models import ExecutionResource, Run, TaskDefinition, TaskParameter
+from scheduler.models import ExecutionResource, Run
 from tests.poller_helpers import run_to_end, tick_until
 
 PROGRAMS = Path(__file__).parent / "programs"
@@ -108,15 +108,6 @@ def test_many_bulks_back_to_back_never_hang_a_job_service(pool, tmp_path):
     thread.join(240)
     assert not thread.is_alive(), f"a job service hung after {len(submitted)} jobs"
     assert not failures and len(set(submitted)) == 960
-
-
-@pytest.fixture
-def behave(local_resource):
-    d = TaskDefinition.objects.create(
-        name="Behave", program="behave.py", default_resource=local_resource
-    )
-    TaskParameter.objects.create(definition=d, name="mode", default="ok")
-    return d
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from poller.loop import Poller
 from scheduler import services
-from scheduler.models import Run, TaskDefinition, TaskParameter
+from scheduler.models import Run
 from tests.poller_helpers import run_to_end, tick_until
 
 PROGRAMS = Path(__file__).parent / "programs"
@@ -32,15 +32,6 @@ def poller(django_db_blocker):
 @pytest.fixture(autouse=True)
 def _programs(settings):
     settings.SCHEDULER_PROGRAM_DIRS = [*django_settings.SCHEDULER_PROGRAM_DIRS, PROGRAMS]
-
-
-@pytest.fixture
-def behave(local_resource):
-    d = TaskDefinition.objects.create(
-        name="Behave", program="behave.py", default_resource=local_resource
-    )
-    TaskParameter.objects.create(definition=d, name="mode", default="ok")
-    return d
 
 
 def _queue(definition, **params) -> Run:
