@@ -3,8 +3,9 @@
 Prints runs per second from queued to final through the real poller, and beside
 it, in the same run, the same program started bare by `xargs -P 2` through the
 same launcher (scheduler_client.py run), the same launcher submitted straight
-through radical.saga with the poller's services and bulks (what the shell
-adaptor itself costs), the machine's CPU per run for each, and the ratios.
+through radical.saga with the poller's services and bundles of runs (what the
+shell adaptor itself costs), and once more with one SAGA job a run (what a
+bundle saves), the machine's CPU per run for each, and the ratios.
 
     .venv/bin/python bench/dispatch.py --runs 300 --services 2
 """
@@ -42,16 +43,21 @@ def run_dirs(n: int) -> tuple[Path, list[str]]:
         (d / "outputs").mkdir(parents=True)
         shutil.copy(client, d)
         shutil.copy(program, d)
-        (d / "run.json").write_text(json.dumps({"v": 1, "run_id": i, "parameters": {}, "args": []}))
+        (d / "run.json").write_text(
+            json.dumps({"v": 1, "run_id": i, "parameters": {}, "args": [], "program": "trivial.py"})
+        )
         dirs.append(str(d))
     return work, dirs
 
 
-def saga_alone(n: int, services: int, bulk: int) -> tuple[float, float]:
+def saga_alone(n: int, services: int, bulk: int, *, bundled: bool) -> tuple[float, float]:
     """The same launcher in staged directories, submitted straight through
     radical.saga (no poller, no database): `services` job services in parallel,
-    bulks of `bulk`, through the poller's local shell. What radical.saga's shell
-    adaptor itself costs; finished when every exit record is there."""
+    through the poller's local shell. bundled: one SAGA job per `bulk` runs
+    (scheduler_client.py bundle), as the poller submits; otherwise one SAGA job
+    per run, `bulk` jobs to one exchange (radical.saga's task container). What
+    radical.saga's shell adaptor itself costs; finished when every exit record
+    is there."""
     import threading
 
     from poller.saga_executor import _radical_base, _rs
@@ -63,10 +69,10 @@ def saga_alone(n: int, services: int, bulk: int) -> tuple[float, float]:
     with _radical_base(resource):
         pool = [rs.job.Service("fork://localhost") for _ in range(services)]
 
-    def description(d: str):
+    def description(d: str, arguments: list[str]):
         jd = rs.job.Description()
         jd.executable = PY
-        jd.arguments = ["scheduler_client.py", "run", "trivial.py"]
+        jd.arguments = ["scheduler_client.py", *arguments]
         jd.working_directory = d
         jd.output, jd.error = "stdout.txt", "stderr.txt"
         jd.environment = {"SCHEDULER_RUN_DIR": d, "SCHEDULER_RUN_ID": "0"}
@@ -74,9 +80,13 @@ def saga_alone(n: int, services: int, bulk: int) -> tuple[float, float]:
 
     def submit(k: int) -> None:
         for start in range(k * bulk, n, services * bulk):
+            group = dirs[start : start + bulk]
+            if bundled:
+                pool[k].create_job(description(group[0], ["bundle", *group])).run()
+                continue
             container = rs.task.Container()
-            for d in dirs[start : start + bulk]:
-                container.add(pool[k].create_job(description(d)))
+            for d in group:
+                container.add(pool[k].create_job(description(d, ["run", "trivial.py"])))
             container.run()
 
     cpu0 = machine_cpu()
@@ -166,15 +176,19 @@ def main() -> None:
         )
     )
     files = sum(1 for r in Run.objects.all() if r.files.filter(kind="output").exists())
+    jobs = Run.objects.values("saga_job_id").distinct().count()
     rate = args.runs / elapsed
     bare_rate, bare_cpu = bare(args.runs)
     from django.conf import settings
 
-    saga_rate, saga_cpu = saga_alone(args.runs, args.services, settings.SCHEDULER_SUBMIT_BULK)
+    bulk = settings.SCHEDULER_SUBMIT_BULK
+    saga_rate, saga_cpu = saga_alone(args.runs, args.services, bulk, bundled=True)
+    job_rate, job_cpu = saga_alone(args.runs, args.services, bulk, bundled=False)
     print(
         f"runs: {args.runs}, job services: {args.services}, concurrency limit: {args.concurrency}"
     )
     print(f"final states: {states}; runs with their output file home: {files}")
+    print(f"SAGA jobs: {jobs}, {args.runs / jobs:.1f} runs a job")
     print(
         f"poller: {rate:.1f} runs/s queued->final ({elapsed:.1f} s), peak poller RSS {peak_rss / 2**20:.0f} MiB"
     )
@@ -187,8 +201,12 @@ def main() -> None:
         f"{bare_cpu * 1000:.1f} ms CPU per run"
     )
     print(
-        f"radical.saga alone, the same launcher, {args.services} services, bulks of "
-        f"{settings.SCHEDULER_SUBMIT_BULK}: {saga_rate:.1f} runs/s, {saga_cpu * 1000:.1f} ms CPU per run"
+        f"radical.saga alone, the same launcher, {args.services} services, {bulk} runs a job "
+        f"(as the poller): {saga_rate:.1f} runs/s, {saga_cpu * 1000:.1f} ms CPU per run"
+    )
+    print(
+        f"radical.saga alone, one job a run, {bulk} jobs an exchange: {job_rate:.1f} runs/s, "
+        f"{job_cpu * 1000:.1f} ms CPU per run"
     )
     print(f"ratio poller/bare: {rate / bare_rate:.2f}, poller/radical.saga alone: {rate / saga_rate:.2f}")
 

@@ -61,6 +61,8 @@ TIDY_SECONDS = 600.0
 RESOURCE_RETRY_SECONDS = 30.0
 # Launcher exit status when a run directory was launched before (see scheduler_client).
 ALREADY_LAUNCHED_EXIT = 75
+# Set by the bundle for each of its runs (scheduler_client.bundle).
+BUNDLE_OWN_ENV = ("SCHEDULER_RUN_DIR", "SCHEDULER_RUN_ID")
 
 
 @dataclass
@@ -302,9 +304,9 @@ class Poller:
     def launch(self, runs: list[Run]) -> None:
         """Hand runs to the launch threads; the tick goes on while they submit.
 
-        Runs of one resource go in bulks, one bulk per job service at a time:
-        a service answers one exchange in ~0.1-0.2 s however many jobs it
-        carries, so 40 runs on 4 services are 4 exchanges, not 40."""
+        Local runs go in bulks spread over the job services, each bulk one SAGA
+        job (a bundle, see _bundle_spec): 40 runs on 4 services are 4 jobs, not
+        40. Remote and batch runs go one job each."""
         by_resource: dict[int, list[Run]] = {}
         for run in runs:
             by_resource.setdefault(run.resource_id, []).append(run)
@@ -321,8 +323,8 @@ class Poller:
                     self._launching[run.pk] = (run, future)
 
     def _launch_batch(self, runs: list[Run]) -> dict[int, Exception | None]:
-        """In a launch thread: stage, submit in one bulk, and store each job id at
-        once. Answers, for every run, the exception that kept it from starting
+        """In a launch thread: stage, submit (one bundle job for local runs), and
+        store each job id at once. Answers, for every run, the exception that kept it from starting
         or None."""
         results: dict[int, Exception | None] = {}
         try:
@@ -335,7 +337,13 @@ class Poller:
             if not staged:
                 return results
             resource = staged[0][0].resource
-            answers = self._pool(resource).submit_many([spec for _, spec in staged])
+            pool = self._pool(resource)
+            if pool.submits_in_bulk:
+                # One SAGA job launches the whole bulk (scheduler_client bundle).
+                answer = pool.submit_quietly(_bundle_spec([spec for _, spec in staged]))
+                answers = [answer] * len(staged)
+            else:
+                answers = [pool.submit_quietly(spec) for _, spec in staged]
             submitted = False
             with transaction.atomic():
                 for (run, spec), answer in zip(staged, answers, strict=True):
@@ -504,13 +512,12 @@ class Poller:
             services.run_mark_running(run=run)
             return True
         if state in ("Done", "Failed", "Canceled", "Unknown"):
-            if (
-                exit_code == ALREADY_LAUNCHED_EXIT
-                and files.exists(run.run_directory, "launched")
-                and not launcher_gone
-            ):
-                # A re-submission after a crash found the program started already;
-                # the first launcher's exit record will end this run.
+            if run.resource.is_local():
+                if files.launcher_alive(run.run_directory):
+                    # A re-submission after a crash found the program started
+                    # already; the first launcher's exit record will end this run.
+                    return found
+            elif exit_code == ALREADY_LAUNCHED_EXIT and files.exists(run.run_directory, "launched"):
                 return found
             if flight.saga_done_at is None:
                 flight.saga_done_at = now
@@ -630,7 +637,13 @@ class Poller:
         self._flights.pop(run.pk, None)
         pool = self._pools.get(run.resource_id)
         if pool is not None and run.saga_job_id:
-            pool.forget(run.saga_job_id)
+            shared = pool.submits_in_bulk and (
+                Run.objects.filter(saga_job_id=run.saga_job_id, state__in=Run.ACTIVE_STATES)
+                .exclude(pk=run.pk)
+                .exists()
+            )
+            if not shared:  # the last run of a bundle lets its job go
+                pool.forget(run.saga_job_id)
 
     # ------------------------------------------------- radical.saga's own state
     def tidy_saga_state(self) -> bool:
@@ -698,8 +711,11 @@ class Poller:
         if not run.saga_job_id:
             return None
         try:
-            if run.resource.is_local() and run.run_directory:
-                rundirs.for_resource(run.resource).end_launcher(run.run_directory)
+            if run.resource.is_local():
+                # The job is the bundle of several runs: only this run's launcher ends.
+                if run.run_directory:
+                    rundirs.for_resource(run.resource).end_launcher(run.run_directory)
+                return None
             self._pool(run.resource).cancel(run.saga_job_id)
             return None
         except Exception as exc:  # noqa: BLE001 - reported on the run by _end_job
@@ -738,6 +754,34 @@ def _quietly(fn, what: str) -> None:
         fn()
     except Exception:
         logger.warning("%s failed", what, exc_info=True)
+
+
+def _bundle_spec(specs):
+    """One job that starts the launchers of several local runs at once
+    (``scheduler_client.py bundle DIR...``, see the client): radical.saga's shell
+    service costs the machine ~30 ms of shell work per job, as much as a run's
+    launcher, so local runs share jobs. Each run keeps its own launcher, process
+    group, stdout, stderr and exit record; the bundle writes the record of a
+    launcher that was killed before it could."""
+    from poller.saga_executor import JobSpec
+
+    first = specs[0]
+    common = {k: v for k, v in first.environment.items() if k not in BUNDLE_OWN_ENV}
+    for spec in specs[1:]:
+        own = {k: v for k, v in spec.environment.items() if k not in BUNDLE_OWN_ENV}
+        if own != common or spec.executable != first.executable:
+            raise ValueError("runs of one bundle must share interpreter and environment")
+    return JobSpec(
+        run_id=first.run_id,
+        executable=first.executable,
+        arguments=["scheduler_client.py", "bundle", *(s.working_directory for s in specs)],
+        environment=common,
+        working_directory=first.working_directory,
+        # The launchers append to their own files; this is where the bundle
+        # itself would complain (an interpreter that does not start).
+        output="stdout.txt",
+        error="stderr.txt",
+    )
 
 
 def _wall_time_minutes(run: Run) -> int | None:

@@ -33,7 +33,9 @@ def split_relative(relpath: str) -> list[str]:
 
 class LocalRunDirs:
     def __init__(self, resource: ExecutionResource) -> None:
-        self.root = Path(resource.working_root or settings.SCHEDULER_RUN_ROOT)
+        # Absolute: a run's directory is handed to processes with other working
+        # directories (the bundle of several runs, scheduler_client.bundle).
+        self.root = Path(resource.working_root or settings.SCHEDULER_RUN_ROOT).expanduser().absolute()
 
     def run_dir(self, run_id: int) -> str:
         return str(self.root / f"run-{run_id}")
@@ -117,14 +119,12 @@ class LocalRunDirs:
         launcher hands it on and writes its exit record), SIGKILL to whatever is
         left after ``grace`` seconds. True if a launcher was found.
 
-        radical.saga's cancel kills the job's process group, and local jobs have
-        none of their own (poller/local_shell.sh), so a local cancel ends the
-        launcher here. The ``cancelled`` mark goes first: a launcher that has not
+        A local job is a bundle of several runs (scheduler_client.bundle), each
+        run's launcher in a process group of its own, so a local cancel ends the
+        launcher here, never the job. The ``cancelled`` mark goes first: a launcher that has not
         claimed the directory yet starts nothing (see scheduler_client.launch).
         The process is known by the pid in ``launched`` and checked by its command
         line and environment, so a reused pid is never signalled."""
-        import socket
-
         import psutil
 
         path = Path(run_dir)
@@ -132,15 +132,10 @@ class LocalRunDirs:
             (path / "cancelled").touch()
         except OSError:
             pass  # the directory is gone: nothing will start there
-        record = self.read_json(run_dir, "launched")
-        if not record or not isinstance(record.get("pid"), int):
-            return False
-        if record.get("host") not in (None, socket.gethostname()):
+        launcher = self._launcher(run_dir)
+        if launcher is None:
             return False
         try:
-            launcher = psutil.Process(record["pid"])
-            if not _is_launcher_of(launcher, run_dir):
-                return False
             children = launcher.children(recursive=True)
             launcher.terminate()
         except psutil.Error:
@@ -155,6 +150,32 @@ class LocalRunDirs:
                 pass
         return True
 
+    def _launcher(self, run_dir: str):
+        """The run's launcher process (the pid in ``launched``), or None if it is
+        not running. Checked by its command line and environment, so a reused
+        pid is never taken for it."""
+        import socket
+
+        import psutil
+
+        record = self.read_json(run_dir, "launched")
+        if not record or not isinstance(record.get("pid"), int):
+            return None
+        if record.get("host") not in (None, socket.gethostname()):
+            return None
+        try:
+            proc = psutil.Process(record["pid"])
+            if proc.status() != psutil.STATUS_ZOMBIE and _is_launcher_of(
+                proc, run_dir, record.get("started_at")
+            ):
+                return proc
+        except psutil.Error:
+            pass
+        return None
+
+    def launcher_alive(self, run_dir: str) -> bool:
+        return self._launcher(run_dir) is not None
+
     def read_json(self, run_dir: str, name: str) -> dict | None:
         data = self.read_from(run_dir, name, 0)
         if not data:
@@ -166,14 +187,27 @@ class LocalRunDirs:
         return value if isinstance(value, dict) else None
 
 
-def _is_launcher_of(proc, run_dir: str) -> bool:
+def _is_launcher_of(proc, run_dir: str, started_at: str | None = None) -> bool:
+    """Whether ``proc`` is the launcher of the run in ``run_dir``: started as
+    ``scheduler_client.py run`` with the run's SCHEDULER_RUN_DIR, or forked by
+    ``scheduler_client.py bundle`` that names the run directory; and not created
+    after the launcher wrote ``started_at`` (a reused pid is younger)."""
     import psutil
 
     try:
-        return any(part.endswith("scheduler_client.py") for part in proc.cmdline()) and (
-            proc.environ().get("SCHEDULER_RUN_DIR") == run_dir
-        )
-    except psutil.Error:
+        cmdline = proc.cmdline()
+        if not any(part.endswith("scheduler_client.py") for part in cmdline):
+            return False
+        if started_at:
+            from django.utils.dateparse import parse_datetime
+
+            when = parse_datetime(started_at)
+            if when is not None and proc.create_time() > when.timestamp() + 1.0:
+                return False
+        if "bundle" in cmdline and run_dir in cmdline:
+            return True
+        return proc.environ().get("SCHEDULER_RUN_DIR") == run_dir
+    except (psutil.Error, ValueError):
         return False
 
 

@@ -228,8 +228,8 @@ def _memoise_apitype(job) -> None:
 
 class _BoundedEvents(dict):
     """Keeps the newest LIMIT entries: radical.saga's job monitor holds the state
-    changes of jobs it does not know (those of the other services, and every bulk
-    submitted one) in such a dict for ever: by my estimate (not measured) some
+    changes of jobs it does not know (those of the other services and of earlier
+    pollers) in such a dict for ever: by my estimate (not measured) some
     hundreds of bytes a job in each service's monitor.
     Only the monitor thread writes; a key is dropped only when a newer one comes."""
 
@@ -260,8 +260,6 @@ class JobServicePool:
         self._created = 0
         self._lock = threading.Lock()
         self._all: list[Any] = []
-        # Jobs submitted again on their own because a bulk answer missed their id.
-        self.resubmitted = 0
 
     def _new_service(self):
         rs = _rs()
@@ -389,53 +387,13 @@ class JobServicePool:
 
     @property
     def submits_in_bulk(self) -> bool:
-        """Local shell services take many jobs in one exchange with their wrapper.
-        Batch adaptors have no bulk submission, and a remote shell over ssh has a
-        terminal whose /bin/sh may be dash (local_shell.sh): one job at a time."""
+        """Local runs go many to one job (the loop's bundles). Batch jobs are one
+        run each, and a remote shell is left as radical.saga knows it best: one
+        job a run."""
         return self.resource.is_local()
 
-    def submit_many(self, specs: list[JobSpec]) -> list[str | ExecutorError]:
-        """Submit several jobs through one service in one exchange with its shell
-        wrapper (radical.saga's task container): one answer per spec, the job id
-        or the error.
-
-        One job service takes about 0.1-0.2 s an exchange, and most of that is
-        waiting for the wrapper's answer, so a bulk of 16 costs little more than
-        one job (shared/DESIGN.md). Every job's id is checked: radical.saga's bulk
-        parsing can miss the answer of a job whose program did start (seen with
-        100 at once), and such a job is submitted again on its own, which the
-        launcher's "launched" marker makes harmless.
-        """
-        if len(specs) == 1 or not self.submits_in_bulk:
-            return [self._submit_quietly(spec) for spec in specs]
-        rs = _rs()
-        descriptions = [self._description(spec) for spec in specs]
-        try:
-            with self.service() as svc:
-                jobs = [svc.create_job(jd) for jd in descriptions]
-                _memoise_apitype(jobs[0])
-                container = rs.task.Container()
-                for job in jobs:
-                    container.add(job)
-                container.run()
-                ids = [job.id for job in jobs]
-        except ExecutorError as exc:
-            return [exc] * len(specs)
-        except Exception as exc:  # noqa: BLE001
-            error = _error(self.resource, "Submitting failed", exc)
-            return [error] * len(specs)
-        answers: list[str | ExecutorError] = []
-        for spec, job_id in zip(specs, ids, strict=True):
-            if job_id:
-                answers.append(job_id)
-            else:
-                logger.info("run %s: no job id in the bulk answer, submitted again", spec.run_id)
-                with self._lock:
-                    self.resubmitted += 1
-                answers.append(self._submit_quietly(spec))
-        return answers
-
-    def _submit_quietly(self, spec: JobSpec) -> str | ExecutorError:
+    def submit_quietly(self, spec: JobSpec) -> str | ExecutorError:
+        """``submit``, with the error as the answer instead of raised."""
         try:
             return self.submit(spec)
         except ExecutorError as exc:

@@ -577,11 +577,130 @@ def launch(argv):
     return record["exit_code"]
 
 
+# ------------------------------------------------------------------ bundle
+def _start_in(directory):
+    """Fork a launcher for the run in ``directory`` (see bundle); its pid, or None
+    if it must not start (launched before, or run.json unreadable: said on stderr)."""
+    directory = os.path.abspath(directory)
+    try:
+        with open(os.path.join(directory, RUN_FILE)) as fh:
+            info = json.load(fh)
+        argv = [str(info["program"])] + [str(a) for a in info.get("args") or []]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        _write_exit_for(directory, 1, "The bundle could not read run.json: %s" % exc)
+        return None
+    if os.path.lexists(os.path.join(directory, LAUNCHED_FILE)):
+        # Submitted again after a poller crash: the first launcher owns the run
+        # (and its stdout); nothing to do here.
+        return None
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()  # nothing of the bundle's is written twice
+    pid = os.fork()
+    if pid:
+        return pid
+    # The child becomes the run's launcher, as `scheduler_client.py run` would
+    # start it, without starting an interpreter again (~30 ms a run): its own
+    # process group, signals, working directory, files and environment.
+    try:
+        for signum in PASSED_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        os.setpgid(0, 0)
+        os.chdir(directory)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        for fd, name in ((1, "stdout.txt"), (2, "stderr.txt")):
+            out = os.open(name, flags, 0o644)
+            os.dup2(out, fd)
+            os.close(out)
+        os.environ["SCHEDULER_RUN_DIR"] = directory
+        os.environ["SCHEDULER_RUN_ID"] = str(info.get("run_id", ""))
+        bundle_dir = os.path.dirname(os.path.abspath(__file__))
+        if bundle_dir != directory and sys.path and sys.path[0] in (bundle_dir, ""):
+            del sys.path[0]
+        globals()["__file__"] = os.path.join(directory, "scheduler_client.py")
+    except BaseException as exc:  # noqa: B036 - the child never goes back into the bundle
+        try:
+            os.write(2, ("scheduler_client: cannot start the run: %s\n" % exc).encode())
+        finally:
+            os._exit(127)
+    # Out through bundle() and main() to the interpreter's own exit, as a
+    # launcher ends: atexit handlers, open files flushed, the exit status.
+    raise _LauncherExit(launch(argv))
+
+
+class _LauncherExit(SystemExit):
+    """Ends a bundle's child the way a launcher process ends."""
+
+
+def bundle(directories):
+    """Launch the runs of several run directories at once and wait for all of them.
+
+    Each run gets a launcher process of its own, forked from this one: what
+    ``scheduler_client.py run`` does, in the run's directory, with its
+    environment, its own process group, stdout.txt and stderr.txt.
+
+    The poller submits local runs this way, many to one job of radical.saga's
+    shell service: each SAGA job costs the machine ~30 ms of shell work, and
+    each new interpreter ~30 ms more. A launcher that ends without its exit
+    record (killed by a signal) gets one from here, so its run ends with the
+    reason at once. Exit status 0 once every launcher ended; each run's own
+    story is in its directory."""
+    for signum in PASSED_SIGNALS:  # a signal is for a run's launcher, not for all
+        signal.signal(signum, signal.SIG_IGN)
+    children = {}
+    for directory in directories:
+        pid = _start_in(directory)
+        if pid:
+            children[pid] = os.path.abspath(directory)
+    while children:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+        except InterruptedError:  # pragma: no cover - retried by Python 3.5+
+            continue
+        directory = children.pop(pid, None)
+        if directory is None:
+            continue
+        if os.WIFSIGNALED(status):
+            code, signum = 128 + os.WTERMSIG(status), os.WTERMSIG(status)
+        else:
+            code, signum = os.WEXITSTATUS(status), None
+        if code == ALREADY_LAUNCHED_EXIT or os.path.exists(os.path.join(directory, EXIT_FILE)):
+            continue  # the launcher's own record, or the first launcher's to come
+        if os.path.lexists(os.path.join(directory, LAUNCHED_FILE)):
+            error = "The launcher ended before it could write its exit record."
+        else:
+            error = "The launcher did not start (status %d); see stderr." % code
+        _write_exit_for(directory, code or 1, error, signum)
+    return 0
+
+
+def _write_exit_for(directory, code, error, signum=None):
+    """The bundle writes the exit record of a run whose launcher could not."""
+    record = {
+        "v": PROTOCOL_VERSION,
+        "exit_code": code,
+        "signal": signum,
+        "started_at": None,
+        "finished_at": _now(),
+        "failed": True,
+        "error": error,
+    }
+    os.environ["SCHEDULER_RUN_DIR"] = directory  # where _write_exit writes
+    try:
+        _write_exit(record)
+    except OSError as exc:
+        sys.stderr.write("scheduler_client: %s: cannot write exit.json: %s\n" % (directory, exc))
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["run"]:
         return launch(argv[1:])
-    sys.stderr.write("usage: scheduler_client.py run PROGRAM [ARGS...]\n")
+    if argv[:1] == ["bundle"]:
+        return bundle(argv[1:])
+    sys.stderr.write("usage: scheduler_client.py run PROGRAM [ARGS...]\n"
+                     "       scheduler_client.py bundle RUN_DIR [RUN_DIR...]\n")
     return 2
 
 

@@ -3,6 +3,7 @@ poller's own end of a cancelled local run, and the tidying of radical.saga's sta
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -61,53 +62,34 @@ def _wait_for(predicate, timeout: float = 60.0) -> None:
     raise AssertionError(f"condition not met within {timeout} s")
 
 
-def test_a_bulk_gives_every_job_its_own_id_and_every_job_runs(pool, tmp_path):
-    """Every job runs; one runs twice only where radical.saga's bulk answer missed
-    its id and it was submitted again (seen in a CI run: 1 of 24). The launcher's
-    `launched` marker makes that harmless for runs; these bare jobs have none."""
-    specs = [_spec(i, tmp_path, 'echo "$JOB_NUMBER" >> ran.txt') for i in range(16)]
-    ids = pool.submit_many(specs)
-    assert all(isinstance(i, str) and i.startswith("[fork://localhost]-[") for i in ids), ids
-    assert len(set(ids)) == 16
-    files = [tmp_path / f"job-{i}" / "ran.txt" for i in range(16)]
-    _wait_for(lambda: all(f.exists() and f.read_text() for f in files))
-    time.sleep(0.5)  # a second start would have written a second line by now
-    lines = [f.read_text().splitlines() for f in files]
-    assert all(set(got) == {str(i)} for i, got in enumerate(lines)), lines
-    twice = sum(len(got) - 1 for got in lines)
-    assert twice <= pool.resubmitted, (twice, pool.resubmitted)
-    states = {pool.state(job_id)[0] for job_id in ids}
-    assert states <= {"Done", "Running"}, states
-
-
 def test_local_job_shells_have_no_controlling_terminal(pool, tmp_path):
     """Without one, dash's job control cannot stop the wrapper (local_shell.sh)."""
     script = "if (exec 3</dev/tty) 2>/dev/null; then echo has-tty; else echo no-tty; fi > tty.txt"
-    [job_id] = pool.submit_many([_spec(0, tmp_path, script)])
+    pool.submit(_spec(0, tmp_path, script))
     out = tmp_path / "job-0" / "tty.txt"
     _wait_for(lambda: out.exists() and out.read_text())
     assert out.read_text() == "no-tty\n"
 
 
 @pytest.mark.slow
-def test_many_bulks_back_to_back_never_hang_a_job_service(pool, tmp_path):
+def test_many_jobs_back_to_back_never_hang_a_job_service(pool, tmp_path):
     """Before local_shell.sh, a job service stopped for ever (SIGTTIN from dash's
-    `set -m`) about once in 1,000-3,000 jobs submitted in bulks of 16."""
+    `set -m`) about once in 1,000-3,000 jobs."""
     submitted = []
     failures = []
 
-    def work():
-        for b in range(60):
-            specs = [_spec(b * 16 + i, tmp_path, "true") for i in range(16)]
-            answers = pool.submit_many(specs)
-            submitted.extend(a for a in answers if isinstance(a, str))
-            failures.extend(a for a in answers if not isinstance(a, str))
+    def work(k: int):
+        for i in range(200):
+            answer = pool.submit_quietly(_spec(k * 1000 + i, tmp_path, "true"))
+            (submitted if isinstance(answer, str) else failures).append(answer)
 
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    thread.join(240)
-    assert not thread.is_alive(), f"a job service hung after {len(submitted)} jobs"
-    assert not failures and len(set(submitted)) == 960
+    threads = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(240)
+    assert not any(t.is_alive() for t in threads), f"a job service hung after {len(submitted)} jobs"
+    assert not failures and len(set(submitted)) == 400
 
 
 @pytest.fixture
@@ -128,11 +110,55 @@ def test_forty_runs_queued_at_once_all_succeed_with_their_files(poller, behave, 
         == 40,
         timeout=120,
     )
+    pids = set()
     for run in Run.objects.filter(pk__in=[r.pk for r in runs]):
         assert run.state == Run.State.SUCCEEDED, run.error
         assert run.files.filter(name="result.txt").exists()
-        assert Path(run.run_directory, "launched").exists()
-    assert len(set(Run.objects.filter(pk__in=[r.pk for r in runs]).values_list("saga_job_id"))) == 40
+        pids.add(json.loads(Path(run.run_directory, "launched").read_text())["pid"])
+    assert len(pids) == 40, "every run had a launcher process of its own"
+    jobs = set(Run.objects.filter(pk__in=[r.pk for r in runs]).values_list("saga_job_id", flat=True))
+    # Bundles: never more runs to a job than SCHEDULER_SUBMIT_BULK, fewer jobs than runs.
+    assert 40 / django_settings.SCHEDULER_SUBMIT_BULK <= len(jobs) < 40, jobs
+    assert all(j.startswith("[fork://localhost]-[") for j in jobs)
+
+
+def test_cancelling_one_run_of_a_bundle_leaves_the_others_running(poller, behave, local_resource):
+    local_resource.max_concurrent_runs = 10
+    local_resource.save()
+    sleeper = services.run_enqueue(definition=behave, parameters={"mode": "sleep"})
+    nappers = [services.run_enqueue(definition=behave, parameters={"mode": "nap"}) for _ in range(2)]
+    everyone = [sleeper, *nappers]
+    tick_until(
+        poller,
+        lambda: Run.objects.filter(pk__in=[r.pk for r in everyone], events_seq__gte=2).count() == 3,
+        timeout=60,
+    )
+    job = {r.pk: r.saga_job_id for r in Run.objects.filter(pk__in=[r.pk for r in everyone])}
+    assert any(job[n.pk] == job[sleeper.pk] for n in nappers), "claimed in one tick, bundled"
+    services.run_request_cancel(run=sleeper)
+    sleeper = run_to_end(poller, sleeper, timeout=30)
+    assert sleeper.state == Run.State.CANCELLED
+    for napper in nappers:
+        napper = run_to_end(poller, napper, timeout=60)
+        assert napper.state == Run.State.SUCCEEDED, napper.error
+        assert napper.files.filter(name="result.txt").exists()
+
+
+def test_a_run_killed_inside_a_bundle_fails_with_the_signal_and_its_siblings_succeed(
+    poller, behave, local_resource
+):
+    local_resource.max_concurrent_runs = 10
+    local_resource.save()
+    killed = services.run_enqueue(definition=behave, parameters={"mode": "signal"})
+    fine = [services.run_enqueue(definition=behave, parameters={"mode": "ok"}) for _ in range(3)]
+    for run in [killed, *fine]:
+        run_to_end(poller, run, timeout=60)
+    killed.refresh_from_db()
+    assert killed.state == Run.State.FAILED
+    assert "Killed by signal 9" in killed.error and killed.exit_code == 137, killed.error
+    assert all(Run.objects.get(pk=r.pk).state == Run.State.SUCCEEDED for r in fine)
+    job = dict(Run.objects.values_list("pk", "saga_job_id"))
+    assert any(job[r.pk] == job[killed.pk] for r in fine), "claimed in one tick, bundled"
 
 
 def test_cancel_ends_a_local_program_that_ignores_sigterm(poller, behave):
@@ -157,7 +183,6 @@ def test_a_launcher_that_finds_the_cancelled_mark_starts_nothing(tmp_path):
     (run_dir / "task.py").write_text("open('started', 'w').write('yes')\n")
     (run_dir / "run.json").write_text('{"v": 1, "run_id": 1, "parameters": {}, "args": []}')
     (run_dir / "cancelled").touch()
-    import json
     import subprocess
 
     done = subprocess.run(
@@ -174,7 +199,6 @@ def test_a_launcher_that_finds_the_cancelled_mark_starts_nothing(tmp_path):
 
 def test_end_launcher_leaves_a_process_that_is_not_the_runs_launcher_alone(tmp_path):
     """A reused pid in `launched` is never signalled."""
-    import json
     import socket
     import subprocess
 
