@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from django.conf import settings
+
+from tests.test_client_interpreters import INTERPRETERS
 
 CLIENT = Path(settings.BASE_DIR) / "task_programs" / "scheduler_client.py"
 
@@ -48,10 +51,10 @@ def _run_dir(root: Path, run_id: int, source: str, args=(), program: str = "task
     return d
 
 
-def _bundle(*dirs: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+def _bundle(*dirs: Path, timeout: float = 60, python: str = sys.executable):
     """Start the bundle as the poller's job does: in the first run's directory."""
     return subprocess.run(
-        [sys.executable, "scheduler_client.py", "bundle", *map(str, dirs)],
+        [python, "scheduler_client.py", "bundle", *map(str, dirs)],
         cwd=dirs[0],
         capture_output=True,
         text=True,
@@ -148,3 +151,16 @@ def test_a_cancelled_run_in_a_bundle_does_not_start(tmp_path):
     assert _bundle(cancelled).returncode == 0
     assert not (cancelled / "started").exists()
     assert _exit(cancelled)["exit_code"] == 143
+
+
+@pytest.mark.parametrize("python", INTERPRETERS, ids=lambda p: p.split("/")[-3])
+def test_bundles_work_under_every_interpreter(tmp_path, python):
+    dirs = [_run_dir(tmp_path, i, REPORTER, args=[str(i)]) for i in (1, 2)]
+    killed = _run_dir(tmp_path, 3, "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    done = _bundle(*dirs, killed, python=python)
+    assert done.returncode == 0, done.stderr
+    for i, d in enumerate(dirs, 1):
+        facts = json.loads((d / "outputs" / "facts.json").read_text())
+        assert facts["argv"] == [str(i)] and facts["pgid"] == facts["pid"]
+        assert _exit(d)["exit_code"] == 0
+    assert _exit(killed)["signal"] == 9
