@@ -72,14 +72,19 @@ def main() -> None:
     ramp = time.monotonic() - start
     time.sleep(15)  # a few tracking ticks with everything in flight
     own, descendants = _tree_rss(proc)
-    tasks = 0
+    # Local runs are launched in bundles: one process per SAGA job and one
+    # forked launcher per run, sharing pages; PSS counts a shared page once.
+    tasks = task_pss = task_count = 0
     for p in psutil.process_iter(["cmdline"]):
-        cmd = p.info["cmdline"] or []
-        if "sleeper.py" in cmd and "scheduler_client.py" in " ".join(cmd):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "scheduler_client.py" in cmd and ("sleeper.py" in cmd or " bundle " in cmd):
             try:
-                tasks += p.memory_info().rss
+                info = p.memory_full_info()
             except psutil.Error:
-                pass
+                continue
+            tasks += info.rss
+            task_pss += info.pss
+            task_count += 1
     cancel_start = time.monotonic()
     for run in Run.objects.exclude(state__in=Run.FINAL_STATES):
         services.run_request_cancel(run=run)
@@ -98,7 +103,11 @@ def main() -> None:
         f"poller RSS with {args.runs} in flight: {own / mib:.0f} MiB (peak {peak / mib:.0f} MiB), "
         f"+{(own - idle_own) / mib:.0f} MiB, {(own - idle_own) / args.runs / 1024:.0f} KiB per run"
     )
-    print(f"task processes (launcher + program): {tasks / mib:.0f} MiB in all")
+    print(
+        f"task processes (bundles + launchers with their program): {task_count}, "
+        f"RSS {tasks / mib:.0f} MiB in all, PSS {task_pss / mib:.0f} MiB "
+        f"({task_pss / max(1, args.runs) / 1024:.0f} KiB per run)"
+    )
     print(f"cancelling all: {cancel_took:.0f} s; final states: {states}")
 
 

@@ -8,6 +8,7 @@ run lives.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -136,13 +137,13 @@ class LocalRunDirs:
         if launcher is None:
             return False
         try:
-            children = launcher.children(recursive=True)
+            children = _descendants(launcher)
             launcher.terminate()
         except psutil.Error:
             return False
         _, alive = psutil.wait_procs([launcher], timeout=grace)
         if alive:
-            children += _children_quietly(launcher)
+            children += _descendants(launcher)
         for proc in [*alive, *children]:
             try:
                 proc.kill()  # psutil checks the process is still the one it knew
@@ -211,13 +212,38 @@ def _is_launcher_of(proc, run_dir: str, started_at: str | None = None) -> bool:
         return False
 
 
-def _children_quietly(proc) -> list:
+def _descendants(proc) -> list:
+    """The processes below ``proc``, through /proc/PID/task/TID/children.
+
+    psutil's children() reads the stat file of every process on the machine
+    to find them: with 400 runs in flight, that was 87 % of the cancels'
+    time in py-spy's samples (1,000 cancels read about a million files)."""
     import psutil
 
-    try:
-        return proc.children(recursive=True)
-    except psutil.Error:
-        return []
+    if not os.path.exists(f"/proc/{proc.pid}/task/{proc.pid}/children"):
+        try:  # not Linux, a kernel without CONFIG_PROC_CHILDREN, or proc is gone
+            return proc.children(recursive=True)
+        except psutil.Error:
+            return []
+    found: list = []
+    todo = [proc.pid]
+    while todo:
+        pid = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue  # it ended meanwhile
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/children") as fh:
+                    pids = [int(child) for child in fh.read().split()]
+            except OSError:
+                continue
+            for child in pids:
+                with contextlib.suppress(psutil.Error):
+                    found.append(psutil.Process(child))
+                    todo.append(child)
+    return found
 
 
 def for_resource(resource: ExecutionResource):

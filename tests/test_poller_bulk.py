@@ -286,3 +286,24 @@ def test_services_forget_ended_jobs_and_bound_what_their_monitors_keep(pool, tmp
         "RUNNING",
         "DONE",
     ]
+
+
+def test_a_launchers_descendants_are_found_without_reading_every_process():
+    """rundir._descendants walks /proc/PID/task/TID/children; it must find what
+    psutil's scan of every process finds, grandchildren included."""
+    import subprocess
+
+    from poller.rundir import _descendants
+
+    tree = subprocess.Popen(["sh", "-c", "sleep 60 & (sleep 60 & wait) & wait"])
+    try:
+        top = psutil.Process(tree.pid)
+        _wait_for(lambda: len(top.children(recursive=True)) == 3, 10)
+        ours = sorted(p.pid for p in _descendants(top))
+        assert ours == sorted(p.pid for p in top.children(recursive=True))
+        assert len(ours) == 3
+    finally:
+        for proc in psutil.Process(tree.pid).children(recursive=True):
+            proc.kill()
+        tree.kill()
+        tree.wait()
