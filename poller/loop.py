@@ -771,16 +771,21 @@ def _bundle_spec(specs):
         own = {k: v for k, v in spec.environment.items() if k not in BUNDLE_OWN_ENV}
         if own != common or spec.executable != first.executable:
             raise ValueError("runs of one bundle must share interpreter and environment")
+    # The bundle's own output (an interpreter that does not start, say) goes to
+    # the files of a run not launched yet: SAGA truncates them, and a launched
+    # run's (a bundle submitted again after a crash) belong to its launcher.
+    home = next(
+        (s for s in specs if not os.path.lexists(os.path.join(s.working_directory, "launched"))),
+        None,
+    )
     return JobSpec(
         run_id=first.run_id,
         executable=first.executable,
         arguments=["scheduler_client.py", "bundle", *(s.working_directory for s in specs)],
         environment=common,
-        working_directory=first.working_directory,
-        # The launchers append to their own files; this is where the bundle
-        # itself would complain (an interpreter that does not start).
-        output="stdout.txt",
-        error="stderr.txt",
+        working_directory=(home or first).working_directory,
+        output="stdout.txt" if home else "/dev/null",
+        error="stderr.txt" if home else "/dev/null",
     )
 
 

@@ -307,3 +307,18 @@ def test_a_launchers_descendants_are_found_without_reading_every_process():
             proc.kill()
         tree.kill()
         tree.wait()
+
+
+@pytest.mark.slow
+def test_a_local_resource_whose_python_does_not_exist_fails_its_runs_with_the_reason(
+    poller, behave, local_resource
+):
+    local_resource.python = "/nonexistent/python3"
+    local_resource.save()
+    runs = [services.run_enqueue(definition=behave, parameters={"mode": "ok"}) for _ in range(2)]
+    for run in runs:
+        run = run_to_end(poller, run, timeout=90)
+        assert run.state == Run.State.FAILED
+        assert run.exit_code == 127, (run.exit_code, run.error)
+    errors = " ".join(Run.objects.filter(pk__in=[r.pk for r in runs]).values_list("error", flat=True))
+    assert "/nonexistent/python3" in errors and "not found" in errors, errors
