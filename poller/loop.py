@@ -103,6 +103,8 @@ class Poller:
         self._next_materialize = 0.0
         self._next_tidy = 0.0
         self._tidying = None
+        # SAGA job states asked for during one track() pass, else None.
+        self._job_states: dict[tuple[int, str], tuple[str, int | None]] | None = None
         self._threads = ThreadPoolExecutor(max_workers=max(2, self.services_per_resource * 2))
 
     # ----------------------------------------------------------------- the loop
@@ -458,6 +460,14 @@ class Poller:
 
     # -------------------------------------------------------------- 4 tracking
     def track(self) -> bool:
+        # Runs of one bundle share a SAGA job: ask about it once a pass.
+        self._job_states = {}
+        try:
+            return self._track_all()
+        finally:
+            self._job_states = None
+
+    def _track_all(self) -> bool:
         mine = (
             Run.objects.filter(poller=self.ident, state__in=Run.ACTIVE_STATES)
             .exclude(saga_job_id="")
@@ -507,7 +517,11 @@ class Poller:
         if flight.saga_done_at is None and now - flight.last_saga_check < SAGA_CHECK_SECONDS:
             return found
         flight.last_saga_check = now
-        state, exit_code = self._pool(run.resource).state(run.saga_job_id)
+        key = (run.resource_id, run.saga_job_id)
+        known = self._job_states if self._job_states is not None else {}
+        if key not in known:
+            known[key] = self._pool(run.resource).state(run.saga_job_id)
+        state, exit_code = known[key]
         if state == "Running" and run.state == Run.State.SUBMITTED:
             services.run_mark_running(run=run)
             return True

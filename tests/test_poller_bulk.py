@@ -100,6 +100,14 @@ def poller(django_db_blocker):
         p.close()
 
 
+@pytest.fixture
+def one_service_poller(django_db_blocker):
+    p = Poller(name="test-bulk-1", services_per_resource=1)
+    yield p
+    with django_db_blocker.unblock():
+        p.close()
+
+
 def test_forty_runs_queued_at_once_all_succeed_with_their_files(poller, behave, local_resource):
     local_resource.max_concurrent_runs = 40
     local_resource.save()
@@ -322,3 +330,30 @@ def test_a_local_resource_whose_python_does_not_exist_fails_its_runs_with_the_re
         assert run.exit_code == 127, (run.exit_code, run.error)
     errors = " ".join(Run.objects.filter(pk__in=[r.pk for r in runs]).values_list("error", flat=True))
     assert "/nonexistent/python3" in errors and "not found" in errors, errors
+
+
+def test_one_tracking_pass_asks_saga_once_about_a_bundles_job(
+    one_service_poller, behave, local_resource
+):
+    poller = one_service_poller
+    local_resource.max_concurrent_runs = 10
+    local_resource.save()
+    runs = [services.run_enqueue(definition=behave, parameters={"mode": "nap"}) for _ in range(2)]
+    tick_until(
+        poller,
+        lambda: Run.objects.filter(pk__in=[r.pk for r in runs], state=Run.State.RUNNING).count()
+        == 2,
+        timeout=60,
+    )
+    jobs = {r.saga_job_id for r in Run.objects.filter(pk__in=[r.pk for r in runs])}
+    assert len(jobs) == 1, "two runs claimed in one tick by a one-service poller share a job"
+    pool = poller._pool(local_resource)
+    asked = []
+    real_state = pool.state
+    pool.state = lambda job_id: asked.append(job_id) or real_state(job_id)
+    for flight in poller._flights.values():
+        flight.last_saga_check = 0.0  # due for a SAGA check now
+    poller.track()
+    assert asked == list(jobs)
+    for run in runs:
+        assert run_to_end(poller, run, timeout=60).state == Run.State.SUCCEEDED
