@@ -14,7 +14,12 @@ SIGTERM, SIGINT and SIGHUP passed on to it. An uncaught exception becomes a
 program with the signal recorded. The exit record ``exit.json`` is written
 last, through a temporary name. The launcher refuses to start a run
 directory's program a second time (the ``launched`` marker), so a
-re-submission after a poller crash cannot run a task twice.
+re-submission after a poller crash cannot run a task twice. On the site's own
+host the poller starts several runs with one job::
+
+    python scheduler_client.py bundle RUN_DIR [RUN_DIR...]
+
+which forks one such launcher per run directory (see ``bundle``).
 
 The library, for task authors::
 
@@ -580,7 +585,8 @@ def launch(argv):
 # ------------------------------------------------------------------ bundle
 def _start_in(directory):
     """Fork a launcher for the run in ``directory`` (see bundle); its pid, or None
-    if it must not start (launched before, or run.json unreadable: said on stderr)."""
+    if it must not start (launched before; or run.json unreadable, which its exit
+    record says)."""
     directory = os.path.abspath(directory)
     try:
         with open(os.path.join(directory, RUN_FILE)) as fh:
