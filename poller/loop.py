@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import DatabaseError, close_old_connections, connection
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -347,16 +347,26 @@ class Poller:
             else:
                 answers = [pool.submit_quietly(spec) for _, spec in staged]
             submitted = False
-            with transaction.atomic():
-                for (run, spec), answer in zip(staged, answers, strict=True):
-                    if isinstance(answer, Exception):
-                        results[run.pk] = answer
-                        continue
+            for (run, spec), answer in zip(staged, answers, strict=True):
+                if isinstance(answer, Exception):
+                    results[run.pk] = answer
+                    continue
+                # The program is started: whatever happens to this write, the run
+                # must not be failed. Each id is its own one-row update: in one
+                # transaction over the bundle, PostgreSQL found it deadlocked with
+                # this poller's lease renewal (an UPDATE of all its runs), and the
+                # bundle's runs were failed while they ran (a CI dry run: 5 of 1,000).
+                results[run.pk] = None
+                submitted = True
+                try:
                     services.run_mark_submitted(
                         run=run, job_id=answer, run_directory=spec.working_directory
                     )
-                    results[run.pk] = None
-                    submitted = True
+                except DatabaseError:
+                    # No id stored: claim_and_launch submits the run again, and the
+                    # launcher's marker leaves it to the launcher already running.
+                    logger.warning("run %s: storing its job id failed", run.pk, exc_info=True)
+                    close_old_connections()
             if submitted:
                 # Here, not when the launch is collected: a quick run can be tracked
                 # to its end before the next tick collects it.

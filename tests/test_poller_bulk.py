@@ -357,3 +357,38 @@ def test_one_tracking_pass_asks_saga_once_about_a_bundles_job(
     assert asked == list(jobs)
     for run in runs:
         assert run_to_end(poller, run, timeout=60).state == Run.State.SUCCEEDED
+
+
+def test_a_run_whose_job_id_could_not_be_stored_is_not_failed_nor_started_twice(
+    poller, behave, local_resource, monkeypatch, tmp_path
+):
+    """The database refusing the job id's write (PostgreSQL chose the launch's
+    update as a deadlock's victim in a CI run) leaves the run to be submitted
+    again; its launcher, already running, is the only one."""
+    from django.db import OperationalError
+
+    from scheduler.models import TaskParameter
+
+    local_resource.max_concurrent_runs = 10
+    local_resource.save()
+    TaskParameter.objects.create(definition=behave, name="ledger", default="")
+    ledger = tmp_path / "ledger.txt"
+    runs = [
+        services.run_enqueue(definition=behave, parameters={"mode": "nap", "ledger": str(ledger)})
+        for _ in range(2)
+    ]
+    real = services.run_mark_submitted
+    refused = []
+
+    def refuse_once(*, run, job_id, run_directory):
+        if not refused:
+            refused.append(run.pk)
+            raise OperationalError("deadlock detected")
+        return real(run=run, job_id=job_id, run_directory=run_directory)
+
+    monkeypatch.setattr(services, "run_mark_submitted", refuse_once)
+    for run in runs:
+        run = run_to_end(poller, run, timeout=90)
+        assert run.state == Run.State.SUCCEEDED, run.error
+    assert refused and Run.objects.get(pk=refused[0]).saga_job_id
+    assert sorted(ledger.read_text().split()) == sorted(str(r.pk) for r in runs)

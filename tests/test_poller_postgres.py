@@ -103,7 +103,8 @@ def test_two_pollers_share_a_thousand_runs_and_launch_none_twice(pg_site, tmp_pa
         pg_site,
         "from scheduler.models import Run; from collections import Counter; "
         "print(dict(Counter(Run.objects.values_list('state', flat=True)))); "
-        "print(dict(Counter(Run.objects.values_list('poller', flat=True))))",
+        "print(dict(Counter(Run.objects.values_list('poller', flat=True)))); "
+        "print([(r.pk, r.exit_code, r.error[:300]) for r in Run.objects.exclude(state='SUCCEEDED')[:5]])",
     ).splitlines()
     assert out[0] == "{'SUCCEEDED': 1000}", out
     by_poller = eval(out[1])  # noqa: S307 - our own repr of a dict of str: int
