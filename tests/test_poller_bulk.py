@@ -100,14 +100,6 @@ def poller(django_db_blocker):
         p.close()
 
 
-@pytest.fixture
-def one_service_poller(django_db_blocker):
-    p = Poller(name="test-bulk-1", services_per_resource=1)
-    yield p
-    with django_db_blocker.unblock():
-        p.close()
-
-
 def test_forty_runs_queued_at_once_all_succeed_with_their_files(poller, behave, local_resource):
     local_resource.max_concurrent_runs = 40
     local_resource.save()
@@ -332,10 +324,8 @@ def test_a_local_resource_whose_python_does_not_exist_fails_its_runs_with_the_re
     assert "/nonexistent/python3" in errors and "not found" in errors, errors
 
 
-def test_one_tracking_pass_asks_saga_once_about_a_bundles_job(
-    one_service_poller, behave, local_resource
-):
-    poller = one_service_poller
+def test_one_tracking_pass_asks_saga_once_about_a_bundles_job(poller, behave, local_resource):
+    poller.services_per_resource = 1  # before its first tick makes the pool: one bundle
     local_resource.max_concurrent_runs = 10
     local_resource.save()
     runs = [services.run_enqueue(definition=behave, parameters={"mode": "nap"}) for _ in range(2)]
