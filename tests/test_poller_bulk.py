@@ -382,3 +382,28 @@ def test_a_run_whose_job_id_could_not_be_stored_is_not_failed_nor_started_twice(
         assert run.state == Run.State.SUCCEEDED, run.error
     assert refused and Run.objects.get(pk=refused[0]).saga_job_id
     assert sorted(ledger.read_text().split()) == sorted(str(r.pk) for r in runs)
+
+
+def test_runs_claimed_while_the_services_are_busy_go_out_together_in_the_next_bundle(
+    poller, behave, local_resource
+):
+    poller.services_per_resource = 1
+    local_resource.max_concurrent_runs = 10
+    local_resource.save()
+    pool = poller._pool(local_resource)
+    first = services.run_enqueue(definition=behave, parameters={"mode": "ok"})
+    with pool.service():  # the only job service is busy: launches wait for it
+        poller.launch(poller.claim())
+        later = []
+        for _ in range(3):  # claimed in three ticks
+            later.append(services.run_enqueue(definition=behave, parameters={"mode": "ok"}))
+            claimed = poller.claim()
+            assert [r.pk for r in claimed] == [later[-1].pk]
+            poller.launch(claimed)
+        time.sleep(0.5)
+        assert not Run.objects.exclude(saga_job_id="").exists(), "nothing went out yet"
+    for run in [first, *later]:
+        assert run_to_end(poller, run, timeout=60).state == Run.State.SUCCEEDED
+    job = dict(Run.objects.values_list("pk", "saga_job_id"))
+    assert len({job[r.pk] for r in later}) == 1, "the three waited and went out in one bundle"
+    assert job[first.pk] != job[later[0].pk]
