@@ -116,6 +116,7 @@ def _rs():
     import radical.saga as rs
 
     _shells_keep_no_descriptors()
+    _ssh_masters_per_port()
     return rs
 
 
@@ -141,6 +142,37 @@ def _shells_keep_no_descriptors() -> None:
         return pid, fd
 
     pty_process.pty = types.SimpleNamespace(fork=fork, scheduler_wrapped=True)
+
+
+def _ssh_masters_per_port() -> None:
+    """radical.saga's shell factory keeps one ssh master connection per user,
+    host and shell type, and not per port: a resource on ssh://host:2222 then
+    ran its commands through the master of an earlier one on ssh://host:22,
+    another sshd (found when a slurm+ssh:// login node on 127.0.0.1 got the
+    sessions of the test sshd, without its SLURM_CONF). Each port now has its
+    masters of its own; the factory's lock covers the swap, and initialize is
+    the only reader of its registry."""
+    from radical.saga.utils.pty_shell_factory import PTYShellFactory
+
+    original = PTYShellFactory.initialize
+    if getattr(original, "scheduler_wrapped", False):
+        return
+
+    def initialize(self, url, *args, **kwargs):
+        import radical.utils as ru
+
+        port = getattr(url, "port", None) if not isinstance(url, str) else ru.Url(url).port
+        with self.rlock:
+            shared = self.registry
+            by_port = self.__dict__.setdefault("scheduler_registries", {None: shared})
+            self.registry = by_port.setdefault(port, {})
+            try:
+                return original(self, url, *args, **kwargs)
+            finally:
+                self.registry = shared
+
+    initialize.scheduler_wrapped = True
+    PTYShellFactory.initialize = initialize
 
 
 def purge_dead_ssh_masters() -> int:

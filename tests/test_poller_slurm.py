@@ -144,6 +144,30 @@ def slurm_login_node(slurm, sshd_server, tmp_path):
     server.forget_host_key()
 
 
+def test_two_ssh_resources_on_one_host_keep_connections_of_their_own(
+    slurm, sshd_server, slurm_login_node, tmp_path
+):
+    """radical.saga keyed its ssh masters by user and host, not port: the login
+    node's commands went to the sshd opened first (this failed whenever the ssh
+    tests ran before this module)."""
+    from poller.saga_executor import RemoteRunDirs
+
+    def resource(server, name):
+        return ExecutionResource(
+            name=name,
+            job_service_url=f"ssh://{server.user}@{server.host}:{server.port}/",
+            ssh_user=server.user,
+            ssh_key_path=server.key_path,
+            working_root=str(tmp_path / name),
+        )
+
+    plain = RemoteRunDirs(resource(sshd_server, "plain"))
+    login = RemoteRunDirs(resource(slurm_login_node, "login"))
+    assert plain._run("echo x${SLURM_CONF}x")[1].strip() == "xx"
+    assert login._run("echo x${SLURM_CONF}x")[1].strip() == f"x{slurm.conf}x"
+    assert plain._run("echo x${SLURM_CONF}x")[1].strip() == "xx"
+
+
 def test_a_run_on_slurm_over_ssh_ends_with_its_files_home(
     poller, slurm, slurm_login_node, tmp_path
 ):
