@@ -558,7 +558,7 @@ class Poller:
             services.run_mark_running(run=run, started_at=_launched_at(files, run))
             found = True
         now = time.monotonic()
-        launcher_gone = run.resource.is_local() and _local_launcher_gone(files, run)
+        launcher_gone = run.resource.is_local() and files.launcher_gone(run.run_directory)
         if launcher_gone:
             # Cheap local check: the launcher process is gone without an exit
             # record, so ask SAGA now rather than at the next periodic check.
@@ -866,21 +866,6 @@ def _launched_at(files, run: Run):
     if record and record.get("started_at"):
         return parse_datetime(record["started_at"])
     return None
-
-
-def _local_launcher_gone(files, run: Run) -> bool:
-    record = files.read_json(run.run_directory, "launched")
-    if not record or not isinstance(record.get("pid"), int):
-        return False
-    if record.get("host") not in (None, socket.gethostname()):
-        return False
-    try:
-        os.kill(record["pid"], 0)
-    except ProcessLookupError:
-        return not files.exists(run.run_directory, "exit.json")
-    except PermissionError:
-        return False
-    return False
 
 
 def _stderr_tail(files, run: Run, lines: int = 20) -> str:

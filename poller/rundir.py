@@ -122,10 +122,10 @@ class LocalRunDirs:
 
         A local job is a bundle of several runs (scheduler_client.bundle), each
         run's launcher in a process group of its own, so a local cancel ends the
-        launcher here, never the job. The ``cancelled`` mark goes first: a launcher that has not
-        claimed the directory yet starts nothing (see scheduler_client.launch).
-        The process is known by the pid in ``launched`` and checked by its command
-        line and environment, so a reused pid is never signalled."""
+        launcher here, never the job. The ``cancelled`` mark goes first: a
+        launcher that has not claimed the directory yet starts nothing (see
+        scheduler_client.launch). The process is found by _launcher, so a reused
+        pid is never signalled."""
         import psutil
 
         path = Path(run_dir)
@@ -151,18 +151,25 @@ class LocalRunDirs:
                 pass
         return True
 
-    def _launcher(self, run_dir: str):
-        """The run's launcher process (the pid in ``launched``), or None if it is
-        not running. Checked by its command line and environment, so a reused
-        pid is never taken for it."""
+    def _launched(self, run_dir: str) -> dict | None:
+        """The ``launched`` record of a launcher on this host, with its pid."""
         import socket
-
-        import psutil
 
         record = self.read_json(run_dir, "launched")
         if not record or not isinstance(record.get("pid"), int):
             return None
         if record.get("host") not in (None, socket.gethostname()):
+            return None
+        return record
+
+    def _launcher(self, run_dir: str):
+        """The run's launcher process (the pid in ``launched``), or None if it is
+        not running. Checked by its command line, environment and start time, so
+        a reused pid is never taken for it."""
+        import psutil
+
+        record = self._launched(run_dir)
+        if record is None:
             return None
         try:
             proc = psutil.Process(record["pid"])
@@ -176,6 +183,21 @@ class LocalRunDirs:
 
     def launcher_alive(self, run_dir: str) -> bool:
         return self._launcher(run_dir) is not None
+
+    def launcher_gone(self, run_dir: str) -> bool:
+        """The cheap check of every tick: the launcher's pid is gone and it left
+        no exit record (killed). A reused pid only delays this until SAGA's
+        periodic check."""
+        record = self._launched(run_dir)
+        if record is None:
+            return False
+        try:
+            os.kill(record["pid"], 0)
+        except ProcessLookupError:
+            return not self.exists(run_dir, "exit.json")
+        except PermissionError:
+            return False
+        return False
 
     def read_json(self, run_dir: str, name: str) -> dict | None:
         data = self.read_from(run_dir, name, 0)
@@ -217,7 +239,7 @@ def _descendants(proc) -> list:
 
     psutil's children() reads the stat file of every process on the machine
     to find them: with 400 runs in flight, that was 87 % of the cancels'
-    time in py-spy's samples (1,000 cancels read about a million files)."""
+    samples in py-spy."""
     import psutil
 
     if not os.path.exists(f"/proc/{proc.pid}/task/{proc.pid}/children"):

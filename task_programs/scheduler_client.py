@@ -351,8 +351,8 @@ def setup_django():
 
 
 # ------------------------------------------------------------------ launcher
-def _write_exit(record):
-    path = os.path.join(run_dir(), EXIT_FILE)
+def _write_exit(record, directory=None):
+    path = os.path.join(directory or run_dir(), EXIT_FILE)
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
         json.dump(record, fh)
@@ -630,11 +630,7 @@ def _start_in(directory):
             os._exit(127)
     # Out through bundle() and main() to the interpreter's own exit, as a
     # launcher ends: atexit handlers, open files flushed, the exit status.
-    raise _LauncherExit(launch(argv))
-
-
-class _LauncherExit(SystemExit):
-    """Ends a bundle's child the way a launcher process ends."""
+    raise SystemExit(launch(argv))
 
 
 def bundle(directories):
@@ -662,8 +658,6 @@ def bundle(directories):
             pid, status = os.waitpid(-1, 0)
         except ChildProcessError:
             break
-        except InterruptedError:  # pragma: no cover - retried by Python 3.5+
-            continue
         directory = children.pop(pid, None)
         if directory is None:
             continue
@@ -692,9 +686,8 @@ def _write_exit_for(directory, code, error, signum=None):
         "failed": True,
         "error": error,
     }
-    os.environ["SCHEDULER_RUN_DIR"] = directory  # where _write_exit writes
     try:
-        _write_exit(record)
+        _write_exit(record, directory)
     except OSError as exc:
         sys.stderr.write("scheduler_client: %s: cannot write exit.json: %s\n" % (directory, exc))
 
