@@ -26,14 +26,21 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import os
+import unicodedata
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from poller.events import registered_outputs
-from poller.rundir import RefusedFile
+from poller.rundir import (
+    EVENTS_FILE,
+    STDERR_FILE,
+    STDOUT_FILE,
+    OpenedFile,
+    RefusedFile,
+    refusal_text,
+)
 
 MAX_NAME_LENGTH = 200
 # events.jsonl is read in pieces this big (the source may cap a read anyway).
@@ -43,30 +50,47 @@ KIND_OUTPUT, KIND_STDOUT, KIND_STDERR = "output", "stdout", "stderr"
 
 
 class RunDirSource(Protocol):
-    """What files_home needs from a run directory, local or remote."""
+    """What files_home needs from a run directory, local or remote (poller.rundir.RunDirs)."""
 
-    def read_from(self, run_dir: str, name: str, offset: int) -> bytes:
-        """Bytes of ``name`` from ``offset`` on (possibly capped); b"" at the end or if absent."""
+    def read_from(self, run_dir: str, name: str, offset: int, limit: int = ...) -> bytes:
+        """Bytes of ``name`` from ``offset`` on (at most ``limit``); b"" at the end or if absent."""
 
-    def regular_file_size(self, run_dir: str, relpath: str) -> int:
-        """Size of a regular file; FileNotFoundError if absent; RefusedFile for a link
-        anywhere on the path, or anything but a regular file."""
+    def open_regular(self, run_dir: str, relpath: str) -> OpenedFile:
+        """The file, opened once after its checks: FileNotFoundError if absent;
+        RefusedFile for a link anywhere on the path, a hard link, another owner,
+        or anything but a regular file. Its bytes are read from what was opened."""
 
-    def read_chunks(self, run_dir: str, relpath: str, limit: int) -> Iterator[bytes]:
-        """The file's bytes (at most ``limit``), never through a link; same errors."""
+
+# Characters a stored name may not hold: controls (newline, CR, tab, ESC ...),
+# and the bidirectional overrides and isolates that make "txt.exe" read as
+# "exe.txt" (U+202E) on a page or in a terminal.
+BIDI_CONTROLS = set("\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _bad_character(name: str) -> str | None:
+    for char in name:
+        if char in BIDI_CONTROLS:
+            return f"the bidirectional control U+{ord(char):04X}"
+        category = unicodedata.category(char)
+        if category in ("Cc", "Cs", "Zl", "Zp"):
+            return f"the control character U+{ord(char):04X}"
+    return None
 
 
 def check_name(name: str) -> None:
     """Raise RefusedFile, with the reason, for a name that cannot be a stored file name."""
     if not name:
         raise RefusedFile("an empty file name")
-    shown = repr(name[:80]) + ("…" if len(name) > 80 else "")
+    shown = ascii(name[:80]) + ("…" if len(name) > 80 else "")
     if "/" in name or "\\" in name:
         raise RefusedFile(f"{shown}: a name may not contain '/'")
     if ".." in name:
         raise RefusedFile(f"{shown}: a name may not contain '..'")
     if "\x00" in name:
         raise RefusedFile(f"{shown}: a name may not contain NUL")
+    bad = _bad_character(name)
+    if bad:
+        raise RefusedFile(f"{shown}: a name may not contain {bad}")
     if name.startswith("."):
         raise RefusedFile(f"{shown}: a name may not start with a dot")
     if len(name) > MAX_NAME_LENGTH:
@@ -105,8 +129,8 @@ class FileResult:
         }
 
 
-def read_stream(source: RunDirSource, run_dir: str, name: str = "events.jsonl") -> bytes:
-    """The whole of a file the source reads in capped pieces."""
+def read_stream(source: RunDirSource, run_dir: str, name: str = EVENTS_FILE) -> bytes:
+    """The whole of a file the source reads in bounded pieces."""
     parts: list[bytes] = []
     offset = 0
     while True:
@@ -117,14 +141,36 @@ def read_stream(source: RunDirSource, run_dir: str, name: str = "events.jsonl") 
         offset += len(piece)
 
 
-def wanted_files(source: RunDirSource, run_dir: str) -> tuple[list[Wanted], list[FileResult]]:
-    """The files to bring home (stdout, stderr, every registered output) and the refused names."""
+def wanted_files(
+    source: RunDirSource, run_dir: str, *, max_files: int = 0
+) -> tuple[list[Wanted], list[FileResult]]:
+    """The files to bring home (stdout, stderr, and the registered outputs, the
+    first ``max_files`` of them when that is not 0) and the refused names."""
     wanted = [
-        Wanted("stdout.txt", "stdout.txt", KIND_STDOUT),
-        Wanted("stderr.txt", "stderr.txt", KIND_STDERR),
+        Wanted(STDOUT_FILE, STDOUT_FILE, KIND_STDOUT),
+        Wanted(STDERR_FILE, STDERR_FILE, KIND_STDERR),
     ]
     refused: list[FileResult] = []
-    for name, path in registered_outputs(read_stream(source, run_dir)).items():
+    try:
+        stream = read_stream(source, run_dir)
+    except RefusedFile as exc:
+        return wanted, [
+            FileResult(EVENTS_FILE, KIND_OUTPUT, message=refusal_text(EVENTS_FILE, exc))
+        ]
+    outputs = list(registered_outputs(stream).items())
+    if max_files and len(outputs) > max_files:
+        over = len(outputs) - max_files
+        refused.append(
+            FileResult(
+                "",
+                KIND_OUTPUT,
+                message=f"{over:,} output files refused: a run brings home at most "
+                f"{max_files:,} (SCHEDULER_MAX_FILES), the first registered; "
+                f"the first refused was {ascii(outputs[max_files][0][:80])}.",
+            )
+        )
+        outputs = outputs[:max_files]
+    for name, path in outputs:
         try:
             check_name(name)
         except RefusedFile as exc:
@@ -158,55 +204,58 @@ def copy_one(
     """
     label = f"Output file {item.name!r}"
     try:
-        size = source.regular_file_size(run_dir, item.path)
+        opened = source.open_regular(run_dir, item.path)
     except FileNotFoundError:
         return FileResult(item.name, item.kind, message=f"{label} was registered but is not there.")
     except RefusedFile as exc:
         return FileResult(item.name, item.kind, message=f"{label} refused: {exc}.")
-    if size > max_file:
-        return FileResult(
-            item.name,
-            item.kind,
-            size=size,
-            message=f"{label} is {size} bytes, over the per-file limit of {max_file} bytes "
-            "(SCHEDULER_MAX_FILE_BYTES); not brought home.",
-        )
-    if size > room:
-        return FileResult(
-            item.name,
-            item.kind,
-            size=size,
-            message=f"{label} ({size} bytes) would pass the per-run limit of {max_run} bytes "
-            "(SCHEDULER_MAX_RUN_BYTES); not brought home.",
-        )
-    folder.mkdir(parents=True, exist_ok=True, mode=0o750)
-    target = folder / item.name
-    # A leading dot: never a valid stored name, so a half copy is never served.
-    tmp = folder / f".{item.name[:50]}.{uuid.uuid4().hex}.part"
-    limit = min(max_file, room)
-    digest = hashlib.sha256()
-    copied = 0
-    try:
-        with open(tmp, "wb") as out:
-            for chunk in source.read_chunks(run_dir, item.path, limit + 1):
-                copied += len(chunk)
-                if copied > limit:
-                    which = "per-file" if limit == max_file else "per-run"
-                    raise RefusedFile(f"it grew past the {which} limit while it was copied")
-                digest.update(chunk)
-                out.write(chunk)
-        os.replace(tmp, target)
-    except FileNotFoundError:
-        tmp.unlink(missing_ok=True)
-        return FileResult(
-            item.name, item.kind, message=f"{label} vanished before it could be copied."
-        )
-    except RefusedFile as exc:
-        tmp.unlink(missing_ok=True)
-        return FileResult(item.name, item.kind, message=f"{label} refused: {exc}.")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with opened:
+        size = opened.size
+        if size > max_file:
+            return FileResult(
+                item.name,
+                item.kind,
+                size=size,
+                message=f"{label} is {size} bytes, over the per-file limit of {max_file} bytes "
+                "(SCHEDULER_MAX_FILE_BYTES); not brought home.",
+            )
+        if size > room:
+            return FileResult(
+                item.name,
+                item.kind,
+                size=size,
+                message=f"{label} ({size} bytes) would pass the per-run limit of {max_run} bytes "
+                "(SCHEDULER_MAX_RUN_BYTES); not brought home.",
+            )
+        folder.mkdir(parents=True, exist_ok=True, mode=0o750)
+        target = folder / item.name
+        # A leading dot: never a valid stored name, so a half copy is never served.
+        tmp = folder / f".{item.name[:50]}.{uuid.uuid4().hex}.part"
+        limit = min(max_file, room)
+        digest = hashlib.sha256()
+        copied = 0
+        try:
+            with open(tmp, "wb") as out:
+                # From the descriptor that was checked, never by its path again.
+                for chunk in opened.chunks(limit + 1):
+                    copied += len(chunk)
+                    if copied > limit:
+                        which = "per-file" if limit == max_file else "per-run"
+                        raise RefusedFile(f"it grew past the {which} limit while it was copied")
+                    digest.update(chunk)
+                    out.write(chunk)
+            os.replace(tmp, target)
+        except FileNotFoundError:
+            tmp.unlink(missing_ok=True)
+            return FileResult(
+                item.name, item.kind, message=f"{label} vanished before it could be copied."
+            )
+        except RefusedFile as exc:
+            tmp.unlink(missing_ok=True)
+            return FileResult(item.name, item.kind, message=f"{label} refused: {exc}.")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     return FileResult(
         item.name,
         item.kind,
@@ -225,6 +274,7 @@ def collect_files(
     run_key: str,
     max_file: int,
     max_run: int,
+    max_files: int = 0,
 ) -> list[FileResult]:
     """Bring every wanted file of ``run_dir`` into ``store_root/run_key/<kind>/``.
 
@@ -232,7 +282,7 @@ def collect_files(
     again copies the files again over the same names (the per-run limit counts
     one pass, so a repeated sync does not use it up).
     """
-    wanted, results = wanted_files(source, run_dir)
+    wanted, results = wanted_files(source, run_dir, max_files=max_files)
     store_root = Path(store_root)
     total = 0
     for item in wanted:
@@ -274,6 +324,7 @@ def bring_files_home(run, rundir) -> list:
         run_key=str(run.pk),
         max_file=settings.SCHEDULER_MAX_FILE_BYTES,
         max_run=settings.SCHEDULER_MAX_RUN_BYTES,
+        max_files=settings.SCHEDULER_MAX_FILES,
     )
     existing = {(f.kind, f.name): f for f in OutputFile.objects.filter(run_id=run.pk)}
     stored: list[OutputFile] = []

@@ -14,6 +14,7 @@ after a batch system forgot the job.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -32,7 +33,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from poller import rundir as rundirs
-from poller.events import read_new_events
+from poller.events import MAX_LINE_BYTES, read_new_events
 from scheduler import services
 from scheduler.models import ExecutionResource, Recurrence, Run
 
@@ -62,6 +63,9 @@ TIDY_SECONDS = 600.0
 RESOURCE_RETRY_SECONDS = 30.0
 # Launcher exit status when a run directory was launched before (see scheduler_client).
 ALREADY_LAUNCHED_EXIT = 75
+# Malformed lines reported one by one per read of the event stream; the rest
+# as one count.
+MALFORMED_PER_READ = 20
 # Set by the bundle for each of its runs (scheduler_client.bundle).
 BUNDLE_OWN_ENV = ("SCHEDULER_RUN_DIR", "SCHEDULER_RUN_ID")
 
@@ -76,6 +80,8 @@ class _Flight:
     # (py-spy: the main thread spent most of its tracking time there).
     last_saga_check: float = field(default_factory=time.monotonic)
     saga_done_at: float | None = None
+    # A local run's ``launched`` record, as first read (LocalRunDirs.launched_record).
+    launched: dict | None = None
 
 
 @dataclass
@@ -384,7 +390,9 @@ class Poller:
             pool = self._pool(resource)
             if pool.submits_in_bulk:
                 # One SAGA job launches the whole bulk (scheduler_client bundle).
-                answer = pool.submit_quietly(_bundle_spec([spec for _, spec in staged]))
+                answer = pool.submit_quietly(
+                    _bundle_spec([spec for _, spec in staged], run_as=resource.run_as)
+                )
                 answers = [answer] * len(staged)
             else:
                 answers = [pool.submit_quietly(spec) for _, spec in staged]
@@ -451,7 +459,7 @@ class Poller:
             "program": program.name,
         }
         env = {"SCHEDULER_RUN_DIR": run_dir, "SCHEDULER_RUN_ID": str(run.pk)}
-        if resource.on_this_host():
+        if resource.on_this_host() and not resource.run_as:
             # Local programs may use the site's models (scheduler_client.setup_django):
             # same code, same settings, same database as this poller.
             run_json["site_dir"] = str(settings.BASE_DIR)
@@ -471,7 +479,10 @@ class Poller:
 
         return JobSpec(
             run_id=run.pk,
-            executable=resource.python or (sys.executable if resource.on_this_host() else "python3"),
+            # A program run as another account cannot reach the site's own
+            # interpreter (it may live in a home directory): python3 from PATH.
+            executable=resource.python
+            or (sys.executable if resource.on_this_host() and not resource.run_as else "python3"),
             arguments=["scheduler_client.py", "run", program.name, *run_json["args"]],
             environment=env,
             working_directory=run_dir,
@@ -547,13 +558,19 @@ class Poller:
     def track_run(self, run: Run) -> bool:
         flight = self._flights.setdefault(run.pk, _Flight())
         files = rundirs.for_resource(run.resource)
-        found = self.ingest_events(run, files)
-        exit_record = files.read_json(run.run_directory, "exit.json")
-        if exit_record is not None:
+        if flight.launched is None and run.resource.is_local():
+            # The launcher as first seen: a record rewritten later (by another
+            # program that can write here) does not change whose end is awaited.
+            flight.launched = files.launched_record(run.run_directory)
+        found, caught_up = self._ingest(run, files)
+        exit_record = self._read_record(run, files, rundirs.EXIT_FILE)
+        if exit_record is not None and self._launcher_ended(run, files, flight):
+            if not caught_up:
+                return True  # the rest of its events first, a piece a tick
             self.finish_from_exit_record(run, exit_record, files)
             return True
         if run.state == Run.State.SUBMITTED and (
-            run.events_offset > 0 or files.exists(run.run_directory, "launched")
+            run.events_offset > 0 or files.exists(run.run_directory, rundirs.LAUNCHED_FILE)
         ):
             services.run_mark_running(run=run, started_at=_launched_at(files, run))
             found = True
@@ -566,11 +583,7 @@ class Poller:
         if flight.saga_done_at is None and now - flight.last_saga_check < SAGA_CHECK_SECONDS:
             return found
         flight.last_saga_check = now
-        key = (run.resource_id, run.saga_job_id)
-        known = self._job_states if self._job_states is not None else {}
-        if key not in known:
-            known[key] = self._pool(run.resource).state(run.saga_job_id)
-        state, exit_code = known[key]
+        state, exit_code = self._job_state(run)
         if state == "Running" and run.state == Run.State.SUBMITTED:
             services.run_mark_running(run=run)
             return True
@@ -580,7 +593,9 @@ class Poller:
                     # A re-submission after a crash found the program started
                     # already; the first launcher's exit record will end this run.
                     return found
-            elif exit_code == ALREADY_LAUNCHED_EXIT and files.exists(run.run_directory, "launched"):
+            elif exit_code == ALREADY_LAUNCHED_EXIT and files.exists(
+                run.run_directory, rundirs.LAUNCHED_FILE
+            ):
                 return found
             if flight.saga_done_at is None:
                 flight.saga_done_at = now
@@ -617,41 +632,124 @@ class Poller:
                 f"it cannot be accounted for.{tail}",
             )
 
-    def ingest_events(self, run: Run, files) -> bool:
-        """Apply what is new in the run's events.jsonl, each event once."""
-        data = files.read_from(run.run_directory, "events.jsonl", run.events_offset)
+    def _job_state(self, run: Run) -> tuple[str, int | None]:
+        """The SAGA state of the run's job, asked once a track() pass per job."""
+        key = (run.resource_id, run.saga_job_id)
+        known = self._job_states if self._job_states is not None else {}
+        if key not in known:
+            known[key] = self._pool(run.resource).state(run.saga_job_id)
+        return known[key]
+
+    def _launcher_ended(self, run: Run, files, flight: _Flight) -> bool:
+        """Whether an exit record may be believed: the run's own launcher has
+        ended. Any program that can write in the run directory can write an
+        exit record there (another run's program too); only the launcher's end
+        makes it the launcher's. Locally the launcher is the process its
+        ``launched`` record names (checked by command line and start time); a
+        remote run's job must be over in SAGA. A record found while the launcher
+        still runs waits: the launcher writes its own over it when it ends."""
+        if run.resource.is_local():
+            return not files.launcher_alive(run.run_directory, flight.launched)
+        state, _ = self._job_state(run)
+        flight.last_saga_check = time.monotonic()
+        return state in ("Done", "Failed", "Canceled", "Unknown")
+
+    def _refused(self, run: Run, name: str, exc: rundirs.RefusedFile) -> None:
+        """A run-directory file the poller would not read: said once on the run."""
+        services.run_add_message(
+            run=run, text=rundirs.refusal_text(name, exc), level="warning", once=True
+        )
+
+    def _read_record(self, run: Run, files, name: str) -> dict | None:
+        try:
+            return files.read_json(run.run_directory, name)
+        except rundirs.RefusedFile as exc:
+            self._refused(run, name, exc)
+            return None
+
+    def _ingest(self, run: Run, files) -> tuple[bool, bool]:
+        """Apply at most EVENTS_READ_BYTES of new events (one run's flood never
+        holds up the tick: the rest waits for the next). Answers whether there
+        were events, and whether the stream is read to its end."""
+        limit = rundirs.EVENTS_READ_BYTES
+        try:
+            data = files.read_from(run.run_directory, rundirs.EVENTS_FILE, run.events_offset, limit)
+            if len(data) == limit and b"\n" not in data:
+                # One line longer than a piece: read up to the longest line there may be.
+                limit = MAX_LINE_BYTES
+                data = files.read_from(
+                    run.run_directory, rundirs.EVENTS_FILE, run.events_offset, limit
+                )
+        except rundirs.RefusedFile as exc:
+            self._refused(run, rundirs.EVENTS_FILE, exc)
+            return False, True
         if not data:
-            return False
+            return False, True
+        caught_up = len(data) < limit
         events, malformed, new_offset = read_new_events(
             data, run.events_offset, max_chars=settings.SCHEDULER_MESSAGE_MAX_CHARS
         )
         seq = run.events_seq
+        batch: list[dict] = []
         for event in events:
             if event.seq <= seq:
                 continue
             seq = event.seq
-            self.apply_event(run, event)
-        for bad in malformed:
+            if event.type in ("status", "log", "fail"):
+                batch.append(
+                    {
+                        "text": event.message or "",
+                        "level": event.level or ("error" if event.type == "fail" else "info"),
+                        "progress": event.progress if event.type == "status" else None,
+                        "seq": event.seq,
+                        "created_at": parse_datetime(event.time) if event.time else None,
+                    }
+                )
+            elif event.type == "sync":
+                # The messages before it first, then the files the task asked for.
+                services.run_record_events(run=run, messages=batch)
+                batch = []
+                self.apply_event(run, event)
+        for bad in malformed[:MALFORMED_PER_READ]:
             services.run_add_message(
                 run=run, text=f"Malformed event ignored: {bad.reason}", level="warning"
             )
-        if new_offset != run.events_offset or seq != run.events_seq:
-            Run.objects.filter(pk=run.pk).update(events_offset=new_offset, events_seq=seq)
-            run.events_offset, run.events_seq = new_offset, seq
-        return bool(events or malformed)
+        if len(malformed) > MALFORMED_PER_READ:
+            services.run_add_message(
+                run=run,
+                text=f"{len(malformed) - MALFORMED_PER_READ} more malformed events ignored.",
+                level="warning",
+            )
+        if batch or new_offset != run.events_offset or seq != run.events_seq:
+            services.run_record_events(run=run, messages=batch, offset=new_offset, seq=seq)
+        return bool(events or malformed), caught_up
+
+    def ingest_events(self, run: Run, files) -> bool:
+        """Apply everything new in the run's events.jsonl, each event once, to
+        its end: the last read of a run that ended loses nothing."""
+        found = False
+        while True:
+            more, caught_up = self._ingest(run, files)
+            found = found or more
+            if caught_up:
+                return found
 
     def apply_event(self, run: Run, event) -> None:
         kind = event.type
         created = parse_datetime(event.time) if getattr(event, "time", None) else None
         if kind in ("status", "log", "fail"):
             level = event.level or ("error" if kind == "fail" else "info")
-            services.run_add_message(
+            services.run_record_events(
                 run=run,
-                text=event.message or "",
-                level=level,
-                progress=event.progress if kind == "status" else None,
-                seq=event.seq,
-                created_at=created,
+                messages=[
+                    {
+                        "text": event.message or "",
+                        "level": level,
+                        "progress": event.progress if kind == "status" else None,
+                        "seq": event.seq,
+                        "created_at": created,
+                    }
+                ],
             )
         elif kind == "sync":
             from poller.files_home import bring_files_home
@@ -660,6 +758,14 @@ class Poller:
 
     def finish_from_exit_record(self, run: Run, record: dict, files) -> None:
         exit_code = record.get("exit_code")
+        if not isinstance(exit_code, int) or isinstance(exit_code, bool):
+            services.run_add_message(
+                run=run,
+                text=f"The exit record's exit code {str(exit_code)[:50]!r} is not a number.",
+                level="warning",
+            )
+            exit_code = 1 if exit_code != 0 else 0
+            record = {**record, "failed": True}
         failed = bool(record.get("failed")) or exit_code != 0
         error = ""
         if run.cancel_requested_at:
@@ -672,21 +778,59 @@ class Poller:
             error = (error or f"Exit code {exit_code}.") + _stderr_tail(files, run)
         else:
             state = Run.State.SUCCEEDED
+        started_at, finished_at = self._record_times(run, record)
         self._finish(
             run,
             files,
             state=state,
             exit_code=exit_code,
             error=error,
-            started_at=parse_datetime(record["started_at"]) if record.get("started_at") else None,
-            finished_at=parse_datetime(record["finished_at"])
-            if record.get("finished_at")
-            else None,
+            started_at=started_at,
+            finished_at=finished_at,
         )
 
+    def _record_times(self, run: Run, record: dict):
+        """The exit record's start and end, believed only within the run's
+        submitted..now window (with a second of slack for clocks); otherwise
+        the poller's own times, and a word on the run."""
+        now = timezone.now()
+        earliest = run.submitted_at or run.queued_at
+        times = []
+        for key in ("started_at", "finished_at"):
+            value = record.get(key)
+            when = None
+            if isinstance(value, str):
+                try:
+                    when = parse_datetime(value)
+                except ValueError:
+                    when = None
+            if when is not None and timezone.is_naive(when):
+                when = None
+            if when is not None and not (
+                earliest - dt.timedelta(seconds=1) <= when <= now + dt.timedelta(seconds=1)
+            ):
+                services.run_add_message(
+                    run=run,
+                    text=f"The exit record's {key} {value[:40]!r} lies outside the run's "
+                    f"submitted..now window; not believed.",
+                    level="warning",
+                )
+                when = None
+            times.append(when)
+        return times[0], times[1]
+
     def _finish(self, run: Run, files, **fields) -> None:
-        # Read the last events first, so the final messages are not lost.
+        # Read the last events first, to the end, so the final messages are not lost.
         self.ingest_events(run, files)
+        if run.messages_dropped:
+            keep = settings.SCHEDULER_MAX_MESSAGES
+            services.run_add_message(
+                run=run,
+                text=f"{run.messages_dropped:,} older status messages were dropped: a run "
+                f"keeps its newest {keep:,} (SCHEDULER_MAX_MESSAGES).",
+                level="warning",
+                once=True,
+            )
         try:
             from poller.files_home import bring_files_home
 
@@ -819,7 +963,7 @@ def _quietly(fn, what: str) -> None:
         logger.warning("%s failed", what, exc_info=True)
 
 
-def _bundle_spec(specs):
+def _bundle_spec(specs, *, run_as: str = ""):
     """One job that starts the launchers of several local runs at once
     (``scheduler_client.py bundle DIR...``, see the client): radical.saga's shell
     service costs the machine ~30 ms of shell work per job, as much as a run's
@@ -838,13 +982,38 @@ def _bundle_spec(specs):
     # the files of a run not launched yet: SAGA truncates them, and a launched
     # run's (a bundle submitted again after a crash) belong to its launcher.
     home = next(
-        (s for s in specs if not os.path.lexists(os.path.join(s.working_directory, "launched"))),
+        (
+            s
+            for s in specs
+            if not os.path.lexists(os.path.join(s.working_directory, rundirs.LAUNCHED_FILE))
+        ),
         None,
     )
+    executable, arguments = (
+        first.executable,
+        [
+            "scheduler_client.py",
+            "bundle",
+            *(s.working_directory for s in specs),
+        ],
+    )
+    if run_as:
+        # Started as the run account (runuser as root, else sudo -n). The
+        # bundle's own output goes nowhere: a file the job's shell made would
+        # be the poller's, and the run's launcher could not append to it.
+        executable, arguments = (
+            rundirs.run_as_prefix(run_as)[0],
+            [
+                *rundirs.run_as_prefix(run_as)[1:],
+                executable,
+                *arguments,
+            ],
+        )
+        home = None
     return JobSpec(
         run_id=first.run_id,
-        executable=first.executable,
-        arguments=["scheduler_client.py", "bundle", *(s.working_directory for s in specs)],
+        executable=executable,
+        arguments=arguments,
         environment=common,
         working_directory=(home or first).working_directory,
         output="stdout.txt" if home else "/dev/null",
@@ -862,15 +1031,31 @@ def _wall_time_minutes(run: Run) -> int | None:
 
 
 def _launched_at(files, run: Run):
-    record = files.read_json(run.run_directory, "launched")
-    if record and record.get("started_at"):
-        return parse_datetime(record["started_at"])
+    try:
+        record = files.read_json(run.run_directory, rundirs.LAUNCHED_FILE)
+    except rundirs.RefusedFile as exc:
+        services.run_add_message(
+            run=run,
+            text=rundirs.refusal_text(rundirs.LAUNCHED_FILE, exc),
+            level="warning",
+            once=True,
+        )
+        return None
+    if record and isinstance(record.get("started_at"), str):
+        try:
+            return parse_datetime(record["started_at"])
+        except ValueError:
+            return None
     return None
 
 
 def _stderr_tail(files, run: Run, lines: int = 20) -> str:
     try:
-        data = files.read_tail(run.run_directory, "stderr.txt", 8192)
+        data = files.read_tail(run.run_directory, rundirs.STDERR_FILE, 8192)
+    except rundirs.RefusedFile as exc:
+        text = rundirs.refusal_text(rundirs.STDERR_FILE, exc)
+        services.run_add_message(run=run, text=text, level="warning", once=True)
+        return f"\n({text})"
     except Exception:  # noqa: BLE001
         return ""
     text = data.decode("utf-8", "replace").strip()

@@ -20,9 +20,36 @@ from django.conf import settings
 
 from scheduler.models import ExecutionResource
 
+# The names of the files in a run directory. The client library
+# (task_programs/scheduler_client.py) writes them under the same names, and
+# tests/test_run_directory_trust.py checks that the two agree.
+RUN_FILE = "run.json"
+EVENTS_FILE = "events.jsonl"
+EXIT_FILE = "exit.json"
+LAUNCHED_FILE = "launched"
+CANCELLED_FILE = "cancelled"
+STDOUT_FILE = "stdout.txt"
+STDERR_FILE = "stderr.txt"
+OUTPUT_DIR = "outputs"
+RUN_DIR_NAMES = {
+    "RUN_FILE": RUN_FILE,
+    "EVENTS_FILE": EVENTS_FILE,
+    "EXIT_FILE": EXIT_FILE,
+    "LAUNCHED_FILE": LAUNCHED_FILE,
+    "CANCELLED_FILE": CANCELLED_FILE,
+    "STDOUT_FILE": STDOUT_FILE,
+    "STDERR_FILE": STDERR_FILE,
+    "OUTPUT_DIR": OUTPUT_DIR,
+}
+
+# Byte bounds of every read: a small record (exit.json, launched) and one
+# piece of the event stream (poller.loop reads at most this much a run a tick).
+RECORD_BYTES = 64 * 1024
+EVENTS_READ_BYTES = 1024 * 1024
+
 
 class RefusedFile(Exception):
-    """A file that is not brought home; the message says why, for the operator."""
+    """A file of the run directory that is not read; the message says why, for the operator."""
 
 
 def split_relative(relpath: str) -> list[str]:
@@ -32,52 +59,150 @@ def split_relative(relpath: str) -> list[str]:
     return parts
 
 
-class LocalRunDirs:
+def refusal_text(name: str, exc: RefusedFile) -> str:
+    """The warning put on a run for a file of its directory that was not read."""
+    return f"{name} in the run directory was not read: {exc}."
+
+
+def check_stat(st: os.stat_result, expected_uid: int | None) -> None:
+    """Raise RefusedFile unless ``st`` is a regular file with one link, owned by
+    the run's account: a hard link (st_nlink > 1) may be another name of the
+    site's secret key or of another run's file."""
+    if stat.S_ISLNK(st.st_mode):
+        raise RefusedFile("it is a symbolic link; links are never followed")
+    if not stat.S_ISREG(st.st_mode):
+        raise RefusedFile("it is not a regular file")
+    if st.st_nlink != 1:
+        raise RefusedFile(
+            f"it has {st.st_nlink} hard links; a file with more than one is never read"
+        )
+    if expected_uid is not None and st.st_uid != expected_uid:
+        raise RefusedFile(
+            f"it belongs to uid {st.st_uid}, not to the account the run runs as (uid {expected_uid})"
+        )
+
+
+class OpenedFile:
+    """A run-directory file opened once and checked; read only through this
+    descriptor, so nothing swapped in after the check is ever read."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.size = os.fstat(fd).st_size
+
+    def chunks(self, limit: int) -> Iterator[bytes]:
+        read = 0
+        while read < limit:
+            chunk = os.read(self.fd, min(1024 * 1024, limit - read))
+            if not chunk:
+                return
+            read += len(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self) -> OpenedFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class RunDirs:
+    """The one reader of run directories, for the poller and the site.
+
+    Everything in a run directory is written by the task program and is
+    untrusted: each read goes through ``_read`` of a transport (LocalRunDirs
+    here, poller.saga_executor.RemoteRunDirs over the SAGA shell), which never
+    follows a link, reads only a regular file with one link owned by the
+    run's account, and reads at most the bytes asked for. A file that fails a
+    check raises RefusedFile; a missing one reads as empty."""
+
+    def _read(self, run_dir: str, name: str, *, offset: int, limit: int, tail: bool) -> bytes:
+        raise NotImplementedError
+
+    def read_from(
+        self, run_dir: str, name: str, offset: int, limit: int = EVENTS_READ_BYTES
+    ) -> bytes:
+        """At most ``limit`` bytes of ``name`` from ``offset`` on; b"" at the end or if absent."""
+        return self._read(run_dir, name, offset=offset, limit=limit, tail=False)
+
+    def read_tail(self, run_dir: str, name: str, nbytes: int) -> bytes:
+        """The last ``nbytes`` bytes of ``name``; b"" if absent."""
+        return self._read(run_dir, name, offset=0, limit=nbytes, tail=True)
+
+    def read_json(self, run_dir: str, name: str) -> dict | None:
+        """A small JSON record (exit.json, launched), None if absent or not a
+        whole JSON object; RefusedFile as for every read."""
+        data = self._read(run_dir, name, offset=0, limit=RECORD_BYTES, tail=False)
+        if not data:
+            return None
+        try:
+            value = json.loads(data)
+        except ValueError:
+            return None  # half written: the writer renames into place, so only on odd filesystems
+        return value if isinstance(value, dict) else None
+
+
+class LocalRunDirs(RunDirs):
     def __init__(self, resource: ExecutionResource) -> None:
         # Absolute: a run's directory is handed to processes with other working
         # directories (the bundle of several runs, scheduler_client.bundle).
-        self.root = Path(resource.working_root or settings.SCHEDULER_RUN_ROOT).expanduser().absolute()
+        self.root = (
+            Path(resource.working_root or settings.SCHEDULER_RUN_ROOT).expanduser().absolute()
+        )
+        self.run_as = getattr(resource, "run_as", "") or ""
+        self._uid: int | None = None
+
+    @property
+    def expected_uid(self) -> int:
+        """The account whose files a run directory holds: ``run_as`` or ours."""
+        if self._uid is None:
+            self._uid = account_ids(self.run_as)[0] if self.run_as else os.geteuid()
+        return self._uid
 
     def run_dir(self, run_id: int) -> str:
         return str(self.root / f"run-{run_id}")
 
     def stage(self, run_dir: str, files: dict[str, bytes]) -> None:
         path = Path(run_dir)
-        (path / "outputs").mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True)
+        if self.run_as:
+            _hand_over(path, self.run_as)
+        (path / OUTPUT_DIR).mkdir(exist_ok=True)
+        if self.run_as:
+            _hand_over(path / OUTPUT_DIR, self.run_as)
         for name, data in files.items():
             tmp = path / f".{name}.tmp"
             tmp.write_bytes(data)
             os.replace(tmp, path / name)
 
-    def _path(self, run_dir: str, name: str) -> Path:
-        return Path(run_dir) / name
-
     def exists(self, run_dir: str, name: str) -> bool:
-        return os.path.lexists(self._path(run_dir, name))
+        return os.path.lexists(Path(run_dir) / name)
 
-    def read_from(self, run_dir: str, name: str, offset: int) -> bytes:
+    def _open_dir(self, run_dir: str) -> int:
+        """The run directory itself, never through a link in its last step (a
+        program may replace its own directory; the root is the site's)."""
+        head, tail = os.path.split(run_dir.rstrip("/"))
+        parent = os.open(head or "/", os.O_RDONLY | os.O_DIRECTORY)
         try:
-            with open(self._path(run_dir, name), "rb") as fh:
-                if os.fstat(fh.fileno()).st_size <= offset:
-                    return b""
-                fh.seek(offset)
-                return fh.read(4 * 1024 * 1024)
-        except FileNotFoundError:
-            return b""
-
-    def read_tail(self, run_dir: str, name: str, nbytes: int) -> bytes:
-        try:
-            with open(self._path(run_dir, name), "rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                fh.seek(max(0, size - nbytes))
-                return fh.read()
-        except FileNotFoundError:
-            return b""
+            return os.open(tail, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise RefusedFile("the run directory is a symbolic link") from None
+            raise
+        finally:
+            os.close(parent)
 
     def _open_no_links(self, run_dir: str, relpath: str) -> int:
-        """Open a file below run_dir without following a link anywhere on the way."""
+        """Open a file below run_dir without following a link anywhere on the
+        way, and check it (check_stat); the descriptor of the checked file."""
         parts = split_relative(relpath)
-        fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fd = self._open_dir(run_dir)
+        except FileNotFoundError:
+            raise FileNotFoundError(relpath) from None
         try:
             for part in parts[:-1]:
                 child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
@@ -89,31 +214,37 @@ class LocalRunDirs:
                 raise RefusedFile("it is a symbolic link; links are never followed") from None
             if exc.errno == errno.ENOENT:
                 raise FileNotFoundError(relpath) from None
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                raise RefusedFile("it may not be read (permission denied)") from None
             raise
         finally:
             os.close(fd)
-        if not stat.S_ISREG(os.fstat(file_fd).st_mode):
+        try:
+            check_stat(os.fstat(file_fd), self.expected_uid)
+        except BaseException:
             os.close(file_fd)
-            raise RefusedFile("it is not a regular file")
+            raise
         return file_fd
 
-    def regular_file_size(self, run_dir: str, relpath: str) -> int:
-        fd = self._open_no_links(run_dir, relpath)
+    def open_regular(self, run_dir: str, relpath: str) -> OpenedFile:
+        """The checked file, opened once: FileNotFoundError if absent, RefusedFile
+        for a link anywhere on the path, a hard link, another owner, or anything
+        but a regular file."""
+        return OpenedFile(self._open_no_links(run_dir, relpath))
+
+    def _read(self, run_dir: str, name: str, *, offset: int, limit: int, tail: bool) -> bytes:
         try:
-            return os.fstat(fd).st_size
+            fd = self._open_no_links(run_dir, name)
+        except FileNotFoundError:
+            return b""
+        try:
+            size = os.fstat(fd).st_size
+            start = max(0, size - limit) if tail else offset
+            if size <= start:
+                return b""
+            return os.pread(fd, limit, start)
         finally:
             os.close(fd)
-
-    def read_chunks(self, run_dir: str, relpath: str, limit: int) -> Iterator[bytes]:
-        fd = self._open_no_links(run_dir, relpath)
-        with os.fdopen(fd, "rb") as fh:
-            read = 0
-            while read < limit:
-                chunk = fh.read(min(1024 * 1024, limit - read))
-                if not chunk:
-                    return
-                read += len(chunk)
-                yield chunk
 
     def end_launcher(self, run_dir: str, *, grace: float = 5.0) -> bool:
         """End a local run's launcher, and through it the program: SIGTERM (the
@@ -130,7 +261,7 @@ class LocalRunDirs:
 
         path = Path(run_dir)
         try:
-            (path / "cancelled").touch()
+            (path / CANCELLED_FILE).touch()
         except OSError:
             pass  # the directory is gone: nothing will start there
         launcher = self._launcher(run_dir)
@@ -151,24 +282,28 @@ class LocalRunDirs:
                 pass
         return True
 
-    def _launched(self, run_dir: str) -> dict | None:
+    def launched_record(self, run_dir: str) -> dict | None:
         """The ``launched`` record of a launcher on this host, with its pid."""
         import socket
 
-        record = self.read_json(run_dir, "launched")
+        try:
+            record = self.read_json(run_dir, LAUNCHED_FILE)
+        except RefusedFile:
+            return None  # the loop says so on the run when it reads the record itself
         if not record or not isinstance(record.get("pid"), int):
             return None
         if record.get("host") not in (None, socket.gethostname()):
             return None
         return record
 
-    def _launcher(self, run_dir: str):
-        """The run's launcher process (the pid in ``launched``), or None if it is
-        not running. Checked by its command line, environment and start time, so
-        a reused pid is never taken for it."""
+    def _launcher(self, run_dir: str, record: dict | None = None):
+        """The run's launcher process (the pid in ``launched``, or in ``record``
+        as the poller first read it), or None if it is not running. Checked by
+        its command line, environment and start time, so a reused pid is never
+        taken for it."""
         import psutil
 
-        record = self._launched(run_dir)
+        record = record or self.launched_record(run_dir)
         if record is None:
             return None
         try:
@@ -181,33 +316,23 @@ class LocalRunDirs:
             pass
         return None
 
-    def launcher_alive(self, run_dir: str) -> bool:
-        return self._launcher(run_dir) is not None
+    def launcher_alive(self, run_dir: str, record: dict | None = None) -> bool:
+        return self._launcher(run_dir, record) is not None
 
     def launcher_gone(self, run_dir: str) -> bool:
         """The cheap check of every tick: the launcher's pid is gone and it left
         no exit record (killed). A reused pid only delays this until SAGA's
         periodic check."""
-        record = self._launched(run_dir)
+        record = self.launched_record(run_dir)
         if record is None:
             return False
         try:
             os.kill(record["pid"], 0)
         except ProcessLookupError:
-            return not self.exists(run_dir, "exit.json")
+            return not self.exists(run_dir, EXIT_FILE)
         except PermissionError:
             return False
         return False
-
-    def read_json(self, run_dir: str, name: str) -> dict | None:
-        data = self.read_from(run_dir, name, 0)
-        if not data:
-            return None
-        try:
-            value = json.loads(data)
-        except ValueError:
-            return None  # half written: the writer renames into place, so only on odd filesystems
-        return value if isinstance(value, dict) else None
 
 
 def _is_launcher_of(proc, run_dir: str, started_at: str | None = None) -> bool:
@@ -266,6 +391,42 @@ def _descendants(proc) -> list:
                     found.append(psutil.Process(child))
                     todo.append(child)
     return found
+
+
+def account_ids(account: str) -> tuple[int, int]:
+    """uid and primary gid of a local account (a resource's ``run_as``)."""
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(account)
+    except KeyError:
+        raise RefusedFile(f"there is no account {account!r} on this host") from None
+    return entry.pw_uid, entry.pw_gid
+
+
+def _hand_over(path: Path, account: str) -> None:
+    """Make a run directory the run account's and nobody else's.
+
+    As root (tests, a poller started as root): owned by the account, 0700. As
+    the site's own account (docs/deploy.md): owned by the site's account, group
+    the run account's primary group, 0770, so the program and the poller share
+    it and no other account (another run account, another site) can look in;
+    the site's account must be a member of that group."""
+    uid, gid = account_ids(account)
+    if os.geteuid() == 0:
+        os.chown(path, uid, gid)
+        os.chmod(path, 0o700)
+    else:
+        os.chown(path, -1, gid)
+        os.chmod(path, 0o770)
+
+
+def run_as_prefix(account: str) -> list[str]:
+    """The command that starts a local program as ``account``: runuser as root,
+    else sudo without a password prompt (docs/deploy.md has the sudoers line)."""
+    if os.geteuid() == 0:
+        return ["runuser", "-u", account, "--"]
+    return ["sudo", "-n", "-u", account, "--"]
 
 
 def for_resource(resource: ExecutionResource):

@@ -237,6 +237,11 @@ SCHEDULER_LEASE_SECONDS = env_int("SCHEDULER_LEASE_SECONDS", 60)
 SCHEDULER_MAX_FILE_BYTES = env_int("SCHEDULER_MAX_FILE_BYTES", 5 * 1024**3)
 SCHEDULER_MAX_RUN_BYTES = env_int("SCHEDULER_MAX_RUN_BYTES", 20 * 1024**3)
 SCHEDULER_MESSAGE_MAX_CHARS = env_int("SCHEDULER_MESSAGE_MAX_CHARS", 4000)
+# Per run: the task's newest status messages kept (older ones are dropped and
+# counted on the run), and the output files brought home (the rest are refused
+# with one message). 0 turns a limit off.
+SCHEDULER_MAX_MESSAGES = env_int("SCHEDULER_MAX_MESSAGES", 10_000)
+SCHEDULER_MAX_FILES = env_int("SCHEDULER_MAX_FILES", 1_000)
 SCHEDULER_SERVICES_PER_RESOURCE = env_int("SCHEDULER_SERVICES_PER_RESOURCE", 4)
 # Where radical.saga keeps the state of local jobs (its RADICAL_BASE): the site's
 # own, not the shared ~/.radical, so that the poller can tidy it.

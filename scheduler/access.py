@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from django.db.models import Q, QuerySet
 
-from scheduler.models import OutputFile, Recurrence, Run, StatusMessage, TaskDefinition
+from scheduler.models import AuditEvent, OutputFile, Recurrence, Run, StatusMessage, TaskDefinition
 
 
 def _is_scheduler_user(user) -> bool:
@@ -56,6 +56,16 @@ def visible_messages(user, qs: QuerySet[StatusMessage] | None = None) -> QuerySe
 
 def visible_files(user, qs: QuerySet[OutputFile] | None = None) -> QuerySet[OutputFile]:
     return _narrow(OutputFile.objects.all() if qs is None else qs, user, "run__definition_id")
+
+
+def visible_audit_events(user, qs: QuerySet[AuditEvent] | None = None) -> QuerySet[AuditEvent]:
+    """Events about no definition, or about one the user may see. An event about a
+    definition deleted since is shown to superusers only: its groups are gone."""
+    qs = AuditEvent.objects.all() if qs is None else qs
+    ids = visible_definition_ids(user)
+    if ids is None:
+        return qs
+    return qs.filter(Q(definition_id__isnull=True) | Q(definition_id__in=ids))
 
 
 def can_see_definition(user, definition: TaskDefinition) -> bool:

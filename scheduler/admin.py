@@ -517,13 +517,17 @@ class PollerHeartbeatAdmin(ReadOnlyAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(ExportActionMixin, ReadOnlyAdmin):
+class AuditEventAdmin(NotFoundForInvisibleMixin, ExportActionMixin, ReadOnlyAdmin):
     list_display = ["created_at", "username", "ip", "action", "object_type", "object_id"]
     list_filter = ["action", "object_type", "created_at"]
     search_fields = ["username", "object_id", "ip"]
     date_hierarchy = "created_at"
     show_full_result_count = False
     paginator = CappedCountPaginator
+
+    def get_queryset(self, request):
+        # The list, the detail page (404 outside) and the export alike.
+        return access.visible_audit_events(request.user, super().get_queryset(request))
 
 
 @admin.register(ApiToken)

@@ -127,6 +127,14 @@ class ExecutionResource(models.Model):
         help_text="Path of the private key ON THE POLLER HOST, e.g. /etc/scheduler/id_ed25519. "
         "Key material is never stored in the database.",
     )
+    run_as = models.CharField(
+        "run programs as",
+        max_length=32,
+        blank=True,
+        help_text="Local account the programs run as, e.g. scheduler-run: their run "
+        "directories are that account's alone and the site's files are out of their reach "
+        "(docs/deploy.md). Blank: the poller's own account. Remote resources run as the SSH user.",
+    )
     queue = models.CharField(
         "default queue", max_length=100, blank=True, help_text="Batch queue/partition, e.g. debug."
     )
@@ -212,6 +220,24 @@ class ExecutionResource(models.Model):
             )
         if self.is_batch() and not self.queue:
             raise ValidationError({"queue": "Batch systems need a default queue, e.g. debug."})
+        if self.run_as:
+            if not re.match(r"^[a-z_][a-z0-9_-]*$", self.run_as):
+                raise ValidationError({"run_as": "Give an account name, e.g. scheduler-run."})
+            if not self.is_local():
+                raise ValidationError(
+                    {
+                        "run_as": "Only local resources run as another account; remote ones run "
+                        "as their SSH user."
+                    }
+                )
+            import pwd
+
+            try:
+                pwd.getpwnam(self.run_as)
+            except KeyError:
+                raise ValidationError(
+                    {"run_as": f"There is no account {self.run_as!r} on this host."}
+                ) from None
 
 
 class TaskDefinition(models.Model):
@@ -562,6 +588,12 @@ class Run(models.Model):
     lease_expires_at = models.DateTimeField("lease expires", null=True, blank=True)
     events_offset = models.BigIntegerField("events read up to (bytes)", default=0)
     events_seq = models.BigIntegerField("last event applied", default=0)
+    messages_dropped = models.PositiveIntegerField(
+        "messages dropped",
+        default=0,
+        help_text="The task's oldest status messages dropped to keep the newest "
+        "SCHEDULER_MAX_MESSAGES, e.g. 90000.",
+    )
 
     class Meta:
         verbose_name = "run"
@@ -722,6 +754,10 @@ class AuditEvent(models.Model):
     action = models.CharField("action", max_length=50, db_index=True)
     object_type = models.CharField("object type", max_length=50, blank=True)
     object_id = models.CharField("object id", max_length=50, blank=True)
+    # The definition the event is about (itself, or the definition of a run, file,
+    # schedule or parameter): a plain id, kept after the definition is deleted, so
+    # the audit trail can be narrowed like everything else (scheduler.access).
+    definition_id = models.IntegerField("definition", null=True, blank=True, db_index=True)
     detail = models.JSONField("detail", default=dict, blank=True)
 
     class Meta:

@@ -15,13 +15,14 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from scheduler.exceptions import SchedulerError
 from scheduler.models import (
     AuditEvent,
     ExecutionResource,
+    OutputFile,
     PollerHeartbeat,
     Recurrence,
     Run,
@@ -278,13 +279,18 @@ def run_add_message(
     progress: int | None = None,
     seq: int | None = None,
     created_at: dt.datetime | None = None,
+    once: bool = False,
 ) -> StatusMessage | None:
     """Store a status message; keep the latest text and progress on the run.
 
     With ``seq`` the message comes from the task's event stream and is stored
-    once, however often the stream is re-read.
+    once, however often the stream is re-read. With ``once`` a message with the
+    same text already on the run is not repeated (the poller's warnings about a
+    file it refuses, found again on every tick).
     """
     limit = settings.SCHEDULER_MESSAGE_MAX_CHARS
+    if once and StatusMessage.objects.filter(run_id=run.pk, text=text).exists():
+        return None
     if len(text) > limit:
         text = text[:limit] + f" [cut: {len(text)} chars, limit {limit}]"
     if progress is not None:
@@ -311,6 +317,72 @@ def run_add_message(
         for key, value in fields.items():
             setattr(run, key, value)
     return message
+
+
+def run_record_events(
+    *,
+    run: Run,
+    messages: list[dict[str, Any]],
+    offset: int | None = None,
+    seq: int | None = None,
+) -> int:
+    """Store a batch of the task's status messages (dicts of StatusMessage
+    fields, each with its ``seq``) and where the event stream was read up to.
+
+    One insert for the batch, one update of the run: a task that writes 100,000
+    messages costs the poller a few hundred statements, not 100,000. A run keeps
+    the newest SCHEDULER_MAX_MESSAGES of the task's messages; the older ones are
+    deleted and counted in ``messages_dropped`` (the poller's own messages are
+    always kept). Returns how many were dropped now."""
+    limit = settings.SCHEDULER_MESSAGE_MAX_CHARS
+    rows = []
+    fields: dict[str, Any] = {}
+    for m in messages:
+        text = m.get("text") or ""
+        if len(text) > limit:
+            text = text[:limit] + f" [cut: {len(text)} chars, limit {limit}]"
+        progress = m.get("progress")
+        if progress is not None:
+            progress = max(0, min(100, int(progress)))
+            fields["progress"] = progress
+        level = m.get("level") or "info"
+        if level in ("info", "warning", "error"):
+            fields["status_message"] = text[:1000]
+        rows.append(
+            StatusMessage(
+                run_id=run.pk,
+                text=text,
+                level=level,
+                progress=progress,
+                seq=m["seq"],
+                created_at=m.get("created_at") or timezone.now(),
+            )
+        )
+    if offset is not None:
+        fields["events_offset"] = offset
+    if seq is not None:
+        fields["events_seq"] = seq
+    dropped = 0
+    with transaction.atomic():
+        # ignore_conflicts: an event stored before (a re-read) is stored once.
+        StatusMessage.objects.bulk_create(rows, batch_size=500, ignore_conflicts=True)
+        keep = settings.SCHEDULER_MAX_MESSAGES
+        if rows and keep:
+            task_messages = StatusMessage.objects.filter(run_id=run.pk, seq__isnull=False)
+            found = list(
+                task_messages.order_by("-seq").values_list("seq", flat=True)[keep - 1 : keep]
+            )
+            if found:
+                dropped, _ = task_messages.filter(seq__lt=found[0]).delete()
+        if dropped:
+            fields["messages_dropped"] = F("messages_dropped") + dropped
+        if fields:
+            Run.objects.filter(pk=run.pk).update(**fields)
+    for key, value in fields.items():
+        if key != "messages_dropped":
+            setattr(run, key, value)
+    run.messages_dropped += dropped
+    return dropped
 
 
 def heartbeat_beat(
@@ -364,8 +436,20 @@ def audit_record(
         ip=ip,
         object_type=obj._meta.model_name if obj is not None else "",
         object_id=str(obj.pk) if obj is not None else "",
+        definition_id=_definition_id_of(obj),
         detail=detail or {},
     )
+
+
+def _definition_id_of(obj: Any) -> int | None:
+    """The definition an audited object belongs to (scheduler.access narrows by it)."""
+    if obj is None:
+        return None
+    if isinstance(obj, TaskDefinition):
+        return obj.pk
+    if isinstance(obj, OutputFile):
+        return Run.objects.filter(pk=obj.run_id).values_list("definition_id", flat=True).first()
+    return getattr(obj, "definition_id", None)
 
 
 def client_ip(request) -> str | None:

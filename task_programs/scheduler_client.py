@@ -77,6 +77,8 @@ LAUNCHED_FILE = "launched"
 CANCELLED_FILE = "cancelled"
 RUN_FILE = "run.json"
 OUTPUT_DIR = "outputs"
+STDOUT_FILE = "stdout.txt"
+STDERR_FILE = "stderr.txt"
 # Exit status of a launcher that found the run directory launched before.
 ALREADY_LAUNCHED_EXIT = 75
 MAX_NAME_LENGTH = 200
@@ -613,7 +615,7 @@ def _start_in(directory):
         os.setpgid(0, 0)
         os.chdir(directory)
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-        for fd, name in ((1, "stdout.txt"), (2, "stderr.txt")):
+        for fd, name in ((1, STDOUT_FILE), (2, STDERR_FILE)):
             out = os.open(name, flags, 0o644)
             os.dup2(out, fd)
             os.close(out)

@@ -201,37 +201,47 @@ def test_the_per_run_limit_counts_stdout_and_every_file_before(run_dir, store):
     assert _stored_files(store) == ["1/output/one.bin", "1/stdout/stdout.txt"]
 
 
-class _VanishingSource(LocalRunDirs):
-    """A local source whose file disappears right after its size was read (the race)."""
+class _SwappingSource(LocalRunDirs):
+    """A local source whose file is swapped, right after it was opened and
+    checked, for a link to a secret (the check-then-use race)."""
 
-    def regular_file_size(self, run_dir: str, relpath: str) -> int:
-        size = super().regular_file_size(run_dir, relpath)
-        if relpath.endswith("gone.txt"):
-            os.unlink(os.path.join(run_dir, relpath))
-        return size
+    secret = ""
+
+    def open_regular(self, run_dir: str, relpath: str):
+        opened = super().open_regular(run_dir, relpath)
+        if relpath.endswith("swapped.txt"):
+            path = os.path.join(run_dir, relpath)
+            os.unlink(path)
+            os.symlink(self.secret, path)
+        return opened
 
 
 class _GrowingSource(LocalRunDirs):
-    """A local source whose file grows past the limit after its size was read."""
+    """A local source whose file grows past the limit after it was opened."""
 
-    def regular_file_size(self, run_dir: str, relpath: str) -> int:
-        size = super().regular_file_size(run_dir, relpath)
+    def open_regular(self, run_dir: str, relpath: str):
+        opened = super().open_regular(run_dir, relpath)
         with open(os.path.join(run_dir, relpath), "ab") as fh:
             fh.write(b"g" * 5000)
-        return size
+        return opened
 
 
-def test_a_file_that_vanishes_before_the_copy_is_reported_not_fatal(run_dir, store):
-    _write(run_dir, "outputs/gone.txt", b"here for a moment")
+def test_a_file_swapped_for_a_link_after_its_check_is_copied_as_it_was_checked(
+    run_dir, store, tmp_path
+):
+    """The copy reads the descriptor that was checked, never the path again."""
+    secret = tmp_path / "secret_key"
+    secret.write_bytes(b"the site's secret")
+    _write(run_dir, "outputs/swapped.txt", b"here for a moment")
     _write(run_dir, "outputs/kept.txt", b"kept")
-    _register(run_dir, ("gone.txt", "outputs/gone.txt"), ("kept.txt", "outputs/kept.txt"))
-    source = _VanishingSource(SimpleNamespace(working_root="/unused"))
+    _register(run_dir, ("swapped.txt", "outputs/swapped.txt"), ("kept.txt", "outputs/kept.txt"))
+    source = _SwappingSource(SimpleNamespace(working_root="/unused"))
+    source.secret = str(secret)
     results = _collect(run_dir, store, source=source)
-    assert results["gone.txt"].message == (
-        "Output file 'gone.txt' vanished before it could be copied."
-    )
+    assert results["swapped.txt"].sha256 == hashlib.sha256(b"here for a moment").hexdigest()
+    assert (store / "1/output/swapped.txt").read_bytes() == b"here for a moment"
     assert results["kept.txt"].sha256 == hashlib.sha256(b"kept").hexdigest()
-    assert _stored_files(store) == ["1/output/kept.txt"]  # and no half copy left behind
+    assert _stored_files(store) == ["1/output/kept.txt", "1/output/swapped.txt"]
 
 
 def test_a_registered_file_that_never_existed_is_reported(run_dir, store):

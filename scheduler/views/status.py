@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from django.conf import settings
 from django.http import Http404, JsonResponse
 from django.views.decorators.http import require_GET
 
@@ -30,12 +29,25 @@ def _log_tail(run: Run, kind: str) -> str:
     if stored is not None:
         return _tail(stored.absolute_path())
     if run.resource.on_this_host() and run.run_directory:
-        # Only inside the local run root: the path comes from the database, and a
-        # status page must never become a way to read arbitrary files.
-        root = Path(run.resource.working_root or settings.SCHEDULER_RUN_ROOT).resolve()
-        path = (Path(run.run_directory) / f"{kind}.txt").resolve()
-        if path.is_relative_to(root):
-            return _tail(path)
+        # The run directory is the program's: read through the one reader of run
+        # directories (no link followed, one hard link, the run account's file),
+        # and only for a directory where this resource keeps its runs, since the
+        # path comes from the database.
+        from poller.rundir import LocalRunDirs, RefusedFile
+
+        files = LocalRunDirs(run.resource)
+        if Path(run.run_directory).parent != files.root or not Path(
+            run.run_directory
+        ).name.startswith("run-"):
+            return ""
+        name = f"{kind}.txt"
+        try:
+            data = files.read_tail(run.run_directory, name, TAIL_BYTES)
+        except RefusedFile as exc:
+            return f"({name} is not shown: {exc}.)"
+        except OSError:
+            return ""
+        return data.decode("utf-8", "replace")
     return ""
 
 
