@@ -779,6 +779,8 @@ class Poller:
         else:
             state = Run.State.SUCCEEDED
         started_at, finished_at = self._record_times(run, record)
+        if started_at is None and run.started_at is None:
+            started_at = _launched_at(files, run)
         self._finish(
             run,
             files,

@@ -77,6 +77,9 @@ class NotFoundForInvisibleMixin:
 
 
 # --------------------------------------------------------------------- runs
+RUN_PAGE_FILES = 50  # the files page (scheduler.views.files) has them all, a page at a time
+
+
 @admin.register(Run)
 class RunAdmin(NotFoundForInvisibleMixin, ExportActionMixin, admin.ModelAdmin):
     resource_classes = [RunExportResource]
@@ -260,7 +263,8 @@ class RunAdmin(NotFoundForInvisibleMixin, ExportActionMixin, admin.ModelAdmin):
             "run": run,
             "run_messages": list(run.messages.order_by("-id")[:200])[::-1],
             "message_count": run.messages.count(),
-            "run_files": run.files.all(),
+            "run_files": list(run.files.order_by("kind", "name", "id")[:RUN_PAGE_FILES]),
+            "file_count": run.files.count(),
             "can_cancel": not run.is_final and request.user.has_perm("scheduler.cancel_run"),
             "can_rerun": request.user.has_perm("scheduler.rerun_run"),
             "can_download": request.user.has_perm("scheduler.download_outputfile"),

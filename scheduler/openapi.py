@@ -154,7 +154,8 @@ def schema(server_url: str = "/api/v1/") -> dict[str, Any]:
             "/runs/{run_id}/": {
                 "get": {
                     "operationId": "getRun",
-                    "summary": "A run with its messages (the last 200) and files.",
+                    "summary": "A run with its last 200 messages and its first 50 files "
+                    "(files_next pages on through the files).",
                     "parameters": [_RUN_ID],
                     "responses": {
                         "200": _json({"$ref": "#/components/schemas/RunDetail"}, "The run."),
@@ -189,18 +190,33 @@ def schema(server_url: str = "/api/v1/") -> dict[str, Any]:
             "/runs/{run_id}/files/": {
                 "get": {
                     "operationId": "listFiles",
-                    "summary": "The run's output files, stdout and stderr.",
-                    "parameters": [_RUN_ID],
+                    "summary": "A page of the run's output files, stdout and stderr.",
+                    "parameters": [
+                        _RUN_ID,
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+                        },
+                        {
+                            "name": "offset",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 0},
+                        },
+                    ],
                     "responses": {
                         "200": _json(
                             {
                                 "type": "object",
-                                "required": ["results"],
-                                "properties": {"results": {"type": "array", "items": file_ref}},
+                                "required": ["results", "next"],
+                                "properties": {
+                                    "results": {"type": "array", "items": file_ref},
+                                    "next": {"type": ["string", "null"]},
+                                },
                             },
-                            "The files.",
+                            "A page of the files.",
                         ),
-                        **_errors(401, 403, 404),
+                        **_errors(400, 401, 403, 404),
                     },
                 }
             },
@@ -258,6 +274,10 @@ def schema(server_url: str = "/api/v1/") -> dict[str, Any]:
                             "type": "object",
                             "required": ["messages", "files"],
                             "properties": {
+                                "message_count": {"type": "integer"},
+                                "messages_dropped": {"type": "integer"},
+                                "file_count": {"type": "integer"},
+                                "files_next": {"type": ["string", "null"]},
                                 "messages": {
                                     "type": "array",
                                     "items": {

@@ -260,11 +260,30 @@ def check_name(name):
         or name.startswith(".")
         or ".." in name
         or len(name) > MAX_NAME_LENGTH
+        or any(_is_control(char) for char in name)
     ):
         raise ValueError(
-            "bad output file name %r: no '/', '..', NUL or leading dot, "
-            "at most %d characters" % (name, MAX_NAME_LENGTH)
+            "bad output file name %r: no '/', '..', NUL, control characters, "
+            "bidirectional controls or leading dot, at most %d characters"
+            % (name, MAX_NAME_LENGTH)
         )
+
+
+# Refused in names as the poller refuses them (poller.files_home.check_name):
+# newline, CR, tab and other controls, and the bidirectional overrides and
+# isolates that make a name read backwards (U+202E).
+_BIDI_CONTROLS = "\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
+
+def _is_control(char):
+    code = ord(char)
+    return (
+        code < 32
+        or 127 <= code < 160
+        or 0xD800 <= code <= 0xDFFF
+        or char in "\u2028\u2029"
+        or char in _BIDI_CONTROLS
+    )
 
 
 def output_path(name):

@@ -11,6 +11,7 @@ import csv
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -20,6 +21,7 @@ from scheduler import access, downloads
 from scheduler.models import OutputFile, Run
 from scheduler.services import audit_record, client_ip
 
+FILES_PER_PAGE = 100
 PREVIEW_LINES = 50
 PREVIEW_BYTES = 64 * 1024
 
@@ -46,14 +48,17 @@ def _context(request, **extra):
 @login_required
 def run_files(request, run_id: int):
     run = _visible_run(request, run_id, "scheduler.view_outputfile")
-    files = list(run.files.all())
+    page = Paginator(run.files.order_by("kind", "name", "id"), FILES_PER_PAGE).get_page(
+        request.GET.get("page")
+    )
+    files = list(page.object_list)
     for f in files:
         f.previewable = downloads.is_text_preview(f) or downloads.is_inline_image(f)
         f.is_image = downloads.is_inline_image(f)
     return TemplateResponse(
         request,
         "scheduler/run_files.html",
-        _context(request, run=run, files=files, title=f"Files of run {run.pk}"),
+        _context(request, run=run, files=files, page=page, title=f"Files of run {run.pk}"),
     )
 
 

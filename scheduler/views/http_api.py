@@ -30,6 +30,7 @@ from scheduler.tokens import token_user
 MAX_BODY = 64 * 1024  # a run request is small; a bigger body is refused
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
+RUN_MESSAGES = 200  # the newest messages in a run's detail
 
 
 class ApiError(Exception):
@@ -276,13 +277,25 @@ def _queue(request):
 @endpoint("GET")
 def run(request, run_id: int):
     _need(request, "scheduler.view_run", "see runs")
-    result = api.get_task_results(run_id, user=request.user)
-    out = _run_json(result)
-    out["messages"] = [{**m, "time": _iso(m["time"])} for m in result["messages"][-200:]]
-    out["files"] = [
-        _file_json(run_id, f)
-        for f in OutputFile.objects.filter(run_id=run_id).order_by("kind", "name")
+    run = api._run(run_id, request.user)
+    out = _run_json(api.get_task_status(run.pk, user=request.user))
+    # The newest messages and the first page of files: a run may hold 10,000
+    # messages and 1,000 files (SCHEDULER_MAX_MESSAGES, SCHEDULER_MAX_FILES).
+    newest = list(run.messages.order_by("-id")[:RUN_MESSAGES])[::-1]
+    out["messages"] = [
+        {"time": _iso(m.created_at), "level": m.level, "text": m.text, "progress": m.progress}
+        for m in newest
     ]
+    out["message_count"] = run.messages.count()
+    out["messages_dropped"] = run.messages_dropped
+    files = list(run.files.order_by("kind", "name")[: DEFAULT_LIMIT + 1])
+    out["files"] = [_file_json(run.pk, f) for f in files[:DEFAULT_LIMIT]]
+    out["file_count"] = run.files.count()
+    out["files_next"] = (
+        f"{reverse('api:files', args=[run.pk])}?offset={DEFAULT_LIMIT}&limit={DEFAULT_LIMIT}"
+        if len(files) > DEFAULT_LIMIT
+        else None
+    )
     return JsonResponse(out)
 
 
@@ -306,8 +319,17 @@ def cancel(request, run_id: int):
 def files(request, run_id: int):
     run = api._run(run_id, request.user)
     _need(request, "scheduler.view_outputfile", "see output files")
+    limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    offset = _int_param(request, "offset", 0, 0, 10**9)
+    found = list(run.files.order_by("kind", "name", "id")[offset : offset + limit + 1])
+    next_url = None
+    if len(found) > limit:
+        query = request.GET.copy()
+        query["offset"] = str(offset + limit)
+        query["limit"] = str(limit)
+        next_url = f"{request.path}?{query.urlencode()}"
     return JsonResponse(
-        {"results": [_file_json(run.pk, f) for f in run.files.order_by("kind", "name")]}
+        {"results": [_file_json(run.pk, f) for f in found[:limit]], "next": next_url}
     )
 
 

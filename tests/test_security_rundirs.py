@@ -1,0 +1,299 @@
+"""Run directories are hostile input: hostile task programs under the real poller.
+
+Each test runs tests/programs/hostile.py in one of its modes on fork://localhost
+through a real Poller and a real SAGA job service, as a task author could, and
+checks that no secret is shown, no run forged and no message lost without a
+word. The run-as tests (two accounts, made with useradd) are at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+from django.contrib.auth.models import Group
+from django.urls import reverse
+
+from poller import rundir as rundirs
+from poller.loop import Poller
+from scheduler import services
+from scheduler.models import ApiToken, OutputFile, Run, TaskDefinition, TaskParameter
+from scheduler.tokens import token_issue
+from tests.poller_helpers import run_to_end, tick_until
+
+PROGRAMS = Path(__file__).parent / "programs"
+SECRET = "s3cr3t-site-key-never-to-be-shown"
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(scope="module")
+def poller(django_db_blocker):
+    p = Poller(name="test-hostile", services_per_resource=2)
+    yield p
+    with django_db_blocker.unblock():
+        p.close()
+
+
+@pytest.fixture(autouse=True)
+def _programs(settings):
+    settings.SCHEDULER_PROGRAM_DIRS = [*django_settings.SCHEDULER_PROGRAM_DIRS, PROGRAMS]
+
+
+@pytest.fixture
+def secret(tmp_path) -> Path:
+    """Stands for the site's var/secret_key (and /etc/shadow): on the same
+    filesystem as the run root, so a hard link to it can be made."""
+    path = tmp_path / "var" / "secret_key"
+    path.parent.mkdir()
+    path.write_text(SECRET + "\n")
+    return path
+
+
+def _definition(name: str, local_resource, *, group: Group | None = None) -> TaskDefinition:
+    d = TaskDefinition.objects.create(
+        name=name, program="hostile.py", default_resource=local_resource
+    )
+    for param in ("mode", "target", "other", "count", "pad", "names", "secret"):
+        TaskParameter.objects.create(definition=d, name=param, default="")
+    if group is not None:
+        d.allowed_groups.add(group)
+    return d
+
+
+@pytest.fixture
+def hostile(local_resource) -> TaskDefinition:
+    return _definition("Hostile", local_resource)
+
+
+def _queue(definition, **params) -> Run:
+    return services.run_enqueue(definition=definition, parameters=params)
+
+
+def _started(poller, run: Run) -> Run:
+    tick_until(poller, lambda: Run.objects.get(pk=run.pk).state == Run.State.RUNNING, timeout=30)
+    run.refresh_from_db()
+    return run
+
+
+def _texts(run: Run) -> list[str]:
+    return list(run.messages.order_by("id").values_list("text", flat=True))
+
+
+def _api_get(client, path: str, user) -> dict:
+    key = token_issue(token=ApiToken(user=user, name="t"))
+    response = client.get(path, HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert response.status_code == 200, response.content[:300]
+    return response.json()
+
+
+# -------------------------------------------------------------- 1 stderr link
+def test_a_stderr_linked_to_a_secret_shows_a_warning_never_the_secret(
+    poller, hostile, secret, roles, client
+):
+    run = run_to_end(poller, _queue(hostile, mode="stderr_link", target=str(secret)))
+    assert (run.state, run.exit_code) == (Run.State.FAILED, 4)
+    assert SECRET not in run.error
+    assert "stderr.txt in the run directory was not read: it is a symbolic link" in run.error
+    texts = _texts(run)
+    assert not any(SECRET in t for t in texts)
+    assert any(t.startswith("stderr.txt in the run directory was not read") for t in texts)
+    # Not brought home either, and nowhere a viewer looks.
+    assert not run.files.filter(kind=OutputFile.Kind.STDERR).exists()
+    client.force_login(roles["viewer"])
+    status = client.get(reverse("scheduler:run-status", args=[run.pk])).json()
+    assert SECRET not in json.dumps(status)
+    assert SECRET not in json.dumps(_api_get(client, f"/api/v1/runs/{run.pk}/", roles["viewer"]))
+    assert SECRET not in client.get(reverse("admin:index")).content.decode()
+
+
+# ------------------------------------------------------------- 2 hard link
+def test_a_hard_link_to_a_secret_registered_as_an_output_is_refused(poller, hostile, secret):
+    run = run_to_end(poller, _queue(hostile, mode="hardlink_output", target=str(secret)))
+    assert run.state == Run.State.SUCCEEDED, run.error
+    assert list(run.files.filter(kind="output").values_list("name", flat=True)) == ["fine.txt"]
+    assert any("Output file 'key.txt' refused: it has 2 hard links" in t for t in _texts(run)), (
+        _texts(run)
+    )
+    stored = Path(django_settings.SCHEDULER_FILE_ROOT)
+    assert not any(
+        SECRET in p.read_text(errors="replace") for p in stored.rglob("*") if p.is_file()
+    )
+
+
+# ------------------------------------------- 3 links into another run's directory
+def test_events_and_stdout_linked_into_another_run_read_nothing_of_it(
+    poller, hostile, local_resource, roles, client
+):
+    private = Group.objects.create(name="private-team")
+    victim_definition = _definition("Victim", local_resource, group=private)
+    victim = _started(poller, _queue(victim_definition, mode="wait"))
+    tick_until(poller, lambda: "victim private message" in _texts(victim))
+    victim_dir = Path(victim.run_directory)
+    tick_until(poller, lambda: b"victim private stdout" in (victim_dir / "stdout.txt").read_bytes())
+
+    thief = _started(poller, _queue(hostile, mode="steal_events", other=str(victim_dir)))
+    thief_dir = Path(thief.run_directory)
+    tick_until(poller, lambda: (thief_dir / "linked").exists())
+    for _ in range(5):
+        poller.tick()
+    # While it runs, its live page reads stdout from the run directory.
+    client.force_login(roles["viewer"])  # outside the victim's group
+    assert client.get(reverse("scheduler:run-status", args=[victim.pk])).status_code == 404
+    status = client.get(reverse("scheduler:run-status", args=[thief.pk])).json()
+    assert "victim private stdout" not in status["stdout_tail"]
+    assert "stdout.txt is not shown: it is a symbolic link" in status["stdout_tail"]
+
+    (thief_dir / "release").touch()
+    (victim_dir / "release").touch()
+    thief = run_to_end(poller, thief)
+    victim = run_to_end(poller, victim)
+    texts = _texts(thief)
+    assert not any("victim private" in t for t in texts), texts
+    assert (
+        "events.jsonl in the run directory was not read: it is a symbolic link; "
+        "links are never followed." in texts
+    )
+    assert not thief.files.filter(kind="stdout").exists()
+    # The victim's own story is whole and its own.
+    assert (victim.state, victim.exit_code) == (Run.State.FAILED, 3)
+    assert _texts(victim).count("victim private message") == 1
+
+
+# ------------------------------------------------------- 4 forged exit records
+def test_a_success_record_written_into_a_running_siblings_directory_is_not_believed(
+    poller, hostile, local_resource
+):
+    victim = _started(poller, _queue(hostile, mode="wait"))
+    victim_dir = Path(victim.run_directory)
+    forger = run_to_end(poller, _queue(hostile, mode="forge_exit", other=str(victim_dir)))
+    assert forger.state == Run.State.SUCCEEDED, forger.error
+    assert json.loads((victim_dir / "exit.json").read_text())["started_at"].startswith("2001")
+    for _ in range(20):
+        poller.tick()
+        time.sleep(0.05)
+    victim.refresh_from_db()
+    assert victim.state == Run.State.RUNNING  # its program goes on
+    (victim_dir / "release").touch()
+    victim = run_to_end(poller, victim)
+    # The launcher's own record, written over the forged one when it ended.
+    assert (victim.state, victim.exit_code) == (Run.State.FAILED, 3)
+    assert victim.started_at.year > 2001 and victim.finished_at.year > 2001
+
+
+def test_exit_record_times_outside_the_runs_window_are_not_believed(poller, hostile):
+    run = run_to_end(poller, _queue(hostile, mode="forge_own_times"))
+    assert run.state == Run.State.SUCCEEDED, run.error
+    assert run.submitted_at is not None
+    assert run.started_at.year > 2001 and run.finished_at.year < 2099
+    assert run.submitted_at <= run.finished_at
+    texts = _texts(run)
+    assert any("started_at '2001-01-01T00:00:00+00:00' lies outside" in t for t in texts)
+    assert any("finished_at '2099-01-01T00:00:01+00:00' lies outside" in t for t in texts)
+
+
+# ------------------------------------------------------------ 5 a message flood
+def test_a_flood_of_messages_keeps_the_newest_and_says_how_many_were_dropped(
+    poller, hostile, settings
+):
+    """25,001 messages of ~170 bytes (4.3 MB, past the 4 MiB the last read
+    used to stop at): the newest 1,000 are kept, the last one among them."""
+    settings.SCHEDULER_MAX_MESSAGES = 1000
+    run = run_to_end(poller, _queue(hostile, mode="flood", count="25000"), timeout=120)
+    assert run.state == Run.State.SUCCEEDED, run.error
+    events = Path(run.run_directory) / "events.jsonl"
+    assert events.stat().st_size > 4 * 1024 * 1024
+    task_messages = run.messages.filter(seq__isnull=False)
+    assert task_messages.count() == 1000
+    assert task_messages.order_by("-seq").first().text == "the last"
+    assert run.messages_dropped == 24_001
+    assert run.events_offset == events.stat().st_size
+    assert any(
+        "24,001 older status messages were dropped: a run keeps its newest 1,000" in t
+        for t in _texts(run)
+    )
+
+
+def test_one_pass_reads_a_bounded_piece_of_a_flooded_event_stream(poller, hostile, tmp_path):
+    """Reading one run's flood never holds up the tick: a piece a run a pass."""
+    run_dir = Path(django_settings.SCHEDULER_RUN_ROOT) / "run-flood"
+    run_dir.mkdir(parents=True)
+    line = json.dumps({"v": 1, "seq": 0, "type": "status", "message": "x" * 200})
+    with open(run_dir / "events.jsonl", "w") as fh:
+        for seq in range(1, 20001):
+            fh.write(line.replace('"seq": 0', f'"seq": {seq}') + "\n")
+    size = (run_dir / "events.jsonl").stat().st_size
+    run = _queue(hostile)
+    Run.objects.filter(pk=run.pk).update(run_directory=str(run_dir))
+    run.refresh_from_db()
+    files = rundirs.for_resource(run.resource)
+    found, caught_up = poller._ingest(run, files)
+    assert found and not caught_up
+    assert 0 < run.events_offset <= rundirs.EVENTS_READ_BYTES < size
+    first_piece = run.messages.count()
+    assert 0 < first_piece < 20000
+    poller.ingest_events(run, files)  # the last read of an ended run: to the end
+    assert run.events_offset == size
+    assert run.messages.filter(seq__isnull=False).count() == min(
+        20000, django_settings.SCHEDULER_MAX_MESSAGES
+    )
+
+
+# ------------------------------------------------------------ 6 a file flood
+def test_files_over_the_per_run_limit_are_refused_with_one_message(poller, hostile, settings):
+    settings.SCHEDULER_MAX_FILES = 50
+    run = run_to_end(poller, _queue(hostile, mode="many_files", count="80"), timeout=60)
+    assert run.state == Run.State.SUCCEEDED, run.error
+    names = list(run.files.filter(kind="output").order_by("name").values_list("name", flat=True))
+    assert names == [f"f{i:04d}.txt" for i in range(50)]
+    refusals = [t for t in _texts(run) if "output files refused" in t]
+    assert refusals == [
+        "30 output files refused: a run brings home at most 50 (SCHEDULER_MAX_FILES), "
+        "the first registered; the first refused was 'f0050.txt'."
+    ]
+
+
+# -------------------------------------------------------------- 8 bad names
+BAD_NAMES = ["two\nlines.txt", "carriage\r.txt", "tab\there.txt", "gnp\u202etxt.exe", "esc\x1b.txt"]
+
+
+def test_names_with_controls_or_bidi_overrides_are_refused_with_the_reason(poller, hostile):
+    run = run_to_end(poller, _queue(hostile, mode="bad_names", names=json.dumps(BAD_NAMES)))
+    assert run.state == Run.State.SUCCEEDED, run.error
+    assert list(run.files.filter(kind="output").values_list("name", flat=True)) == ["plain.txt"]
+    texts = "\n".join(_texts(run))
+    assert "'two\\nlines.txt': a name may not contain the control character U+000A" in texts
+    assert "'carriage\\r.txt': a name may not contain the control character U+000D" in texts
+    assert "'tab\\there.txt': a name may not contain the control character U+0009" in texts
+    assert "a name may not contain the bidirectional control U+202E" in texts
+    assert "'esc\\x1b.txt': a name may not contain the control character U+001B" in texts
+
+
+def test_the_client_library_refuses_the_same_names_before_anything_is_written():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "scheduler_client_names", django_settings.BASE_DIR / "task_programs" / "scheduler_client.py"
+    )
+    client = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(client)
+    for name in BAD_NAMES:
+        with pytest.raises(ValueError, match="control characters"):
+            client.check_name(name)
+    client.check_name("résumé 2026.txt")  # letters of any script are fine
+
+
+def test_the_run_directory_names_are_the_client_librarys():
+    """One place names the files of a run directory; the client writes the same."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "scheduler_client_files", django_settings.BASE_DIR / "task_programs" / "scheduler_client.py"
+    )
+    client = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(client)
+    for constant, name in rundirs.RUN_DIR_NAMES.items():
+        assert getattr(client, constant) == name, constant
