@@ -80,11 +80,11 @@ elif mode == "wait":
 elif mode == "flood":
     pad = "x" * int(params.get("pad", 150))
     for i in range(int(params["count"])):
-        client.status("m%d %s" % (i, pad))
+        client.status(f"m{i} {pad}")
     client.status("the last")
 elif mode == "many_files":
     for i in range(int(params["count"])):
-        with open(client.output_path("f%04d.txt" % i), "w") as fh:
+        with open(client.output_path(f"f{i:04d}.txt"), "w") as fh:
             fh.write(str(i))
 elif mode == "bad_names":
     with open(client.output_path("plain.txt"), "w") as fh:
@@ -102,10 +102,10 @@ elif mode == "probe":
     ):
         try:
             action()
-            client.status("%s: done" % label)
+            client.status(f"{label}: done")
         except OSError as exc:
-            client.status("%s: %s" % (label, type(exc).__name__))
+            client.status(f"{label}: {type(exc).__name__}")
     with open(client.output_path("mine.txt"), "w") as fh:
-        fh.write("uid %d\n" % os.getuid())
+        fh.write(f"uid {os.getuid()}\n")
 else:
-    sys.exit("unknown mode %r" % mode)
+    sys.exit(f"unknown mode {mode!r}")
