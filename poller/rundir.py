@@ -424,9 +424,11 @@ def _hand_over(path: Path, account: str) -> None:
 def run_as_prefix(account: str) -> list[str]:
     """The command that starts a local program as ``account``: runuser as root,
     else sudo without a password prompt (docs/deploy.md has the sudoers line)."""
+    import shutil
+
     if os.geteuid() == 0:
-        return ["runuser", "-u", account, "--"]
-    return ["sudo", "-n", "-u", account, "--"]
+        return [shutil.which("runuser") or "/usr/sbin/runuser", "-u", account, "--"]
+    return [shutil.which("sudo") or "/usr/bin/sudo", "-n", "-u", account, "--"]
 
 
 def for_resource(resource: ExecutionResource):

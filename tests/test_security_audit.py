@@ -170,8 +170,14 @@ def test_recurrence_pause_resume_and_skip_are_recorded(client, roles, plain):
     from scheduler.models import Recurrence
 
     rec = Recurrence.objects.create(
-        definition=plain, name="hourly", kind="interval", interval_every=1, interval_unit="hours",
-        timezone="UTC", start_at=timezone.now(), enabled=True,
+        definition=plain,
+        name="hourly",
+        kind="interval",
+        interval_every=1,
+        interval_unit="hours",
+        timezone="UTC",
+        start_at=timezone.now(),
+        enabled=True,
         next_due_at=timezone.now() + timezone.timedelta(hours=1),
     )
     client.force_login(roles["operator"])
@@ -186,3 +192,48 @@ def test_recurrence_pause_resume_and_skip_are_recorded(client, roles, plain):
     rec.refresh_from_db()
     skip = only_event("skip")
     assert skip.detail["next_due"] == str(rec.next_due_at)
+
+
+# ------------------------------------------- narrowed like everything else
+def test_the_audit_trail_hides_events_about_a_definition_the_user_may_not_see(
+    client, roles, local_resource
+):
+    from django.contrib.auth.models import Group
+
+    from scheduler import services
+
+    team = Group.objects.create(name="secret-team")
+    hidden = TaskDefinition.objects.create(
+        name="Payroll export zq7", program="hello.py", default_resource=local_resource
+    )
+    hidden.allowed_groups.add(team)
+    run = services.run_enqueue(definition=hidden)
+    output = OutputFile.objects.create(run=run, name="salaries.csv", stored_path="x")
+    events = [
+        services.audit_record(
+            action="change", user=roles["superuser"], obj=hidden, detail={"object": hidden.name}
+        ),
+        services.audit_record(action="cancel", user=roles["superuser"], obj=run),
+        services.audit_record(
+            action="download", user=roles["superuser"], obj=output, detail={"name": output.name}
+        ),
+    ]
+    assert [e.definition_id for e in events] == [hidden.pk] * 3
+    visible = services.audit_record(action="change", user=roles["superuser"], obj=local_resource)
+
+    changelist = reverse("admin:scheduler_auditevent_changelist")
+    client.force_login(roles["administrator"])  # outside secret-team
+    page = client.get(changelist).content.decode()
+    assert "Payroll export zq7" not in page and "salaries.csv" not in page
+    assert f"/admin/scheduler/auditevent/{visible.pk}/change/" in page
+    for event in events:
+        assert f"/admin/scheduler/auditevent/{event.pk}/change/" not in page
+        detail = reverse("admin:scheduler_auditevent_change", args=[event.pk])
+        assert client.get(detail).status_code == 404
+
+    roles["administrator"].groups.add(team)
+    page = client.get(changelist).content.decode()
+    for event in events:
+        assert f"/admin/scheduler/auditevent/{event.pk}/change/" in page
+    detail = reverse("admin:scheduler_auditevent_change", args=[events[2].pk])
+    assert "salaries.csv" in client.get(detail).content.decode()

@@ -9,6 +9,7 @@ word. The run-as tests (two accounts, made with useradd) are at the end.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from poller.loop import Poller
 from scheduler import services
 from scheduler.models import ApiToken, OutputFile, Run, TaskDefinition, TaskParameter
 from scheduler.tokens import token_issue
+from tests.helpers import require_or_skip
 from tests.poller_helpers import run_to_end, tick_until
 
 PROGRAMS = Path(__file__).parent / "programs"
@@ -297,3 +299,143 @@ def test_the_run_directory_names_are_the_client_librarys():
     spec.loader.exec_module(client)
     for constant, name in rundirs.RUN_DIR_NAMES.items():
         assert getattr(client, constant) == name, constant
+
+
+# ------------------------------------------------------ run as other accounts
+RUN_ACCOUNTS = ("sched-run-a", "sched-run-b")
+
+
+@pytest.fixture(scope="module")
+def run_accounts():
+    """Two accounts for programs, made with useradd (as CI runs, as root)."""
+    import pwd
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0:
+        require_or_skip("creating the run accounts (useradd) needs root; CI runs as root")
+    if not (shutil.which("useradd") and shutil.which("runuser")):
+        require_or_skip("useradd and runuser (util-linux, passwd) are not installed")
+    for name in RUN_ACCOUNTS:
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            subprocess.run(
+                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                check=True,
+            )
+    return {name: pwd.getpwnam(name) for name in RUN_ACCOUNTS}
+
+
+@pytest.fixture
+def shared_base():
+    """A place both accounts can pass through (pytest's own tmp folders are root's, 0700)."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="scheduler-run-as-", dir="/tmp"))
+    base.chmod(0o711)
+    (base / "runs").mkdir(mode=0o711)
+    (base / "runs").chmod(0o711)
+    var = base / "var"  # as docs/deploy.md sets up the site's var/: the site's account only
+    var.mkdir(mode=0o700)
+    (var / "secret_key").write_text(SECRET + "\n")
+    (var / "secret_key").chmod(0o600)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def _python_for_accounts() -> str:
+    for candidate in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    require_or_skip("no system python3 that other accounts can run (/usr/bin/python3)")
+    return ""
+
+
+def test_a_program_run_as_its_account_cannot_read_the_site_secret_nor_touch_another_run(
+    poller, run_accounts, shared_base
+):
+    from scheduler.models import ExecutionResource
+
+    python = _python_for_accounts()
+    resources = {}
+    for name in RUN_ACCOUNTS:
+        resource = ExecutionResource(
+            name=name,
+            job_service_url="fork://localhost",
+            working_root=str(shared_base / "runs"),
+            python=python,
+            run_as=name,
+        )
+        resource.full_clean()
+        resource.save()
+        resources[name] = _definition(f"As {name}", resource)
+    a, b = RUN_ACCOUNTS
+
+    victim = _started(poller, _queue(resources[b], mode="wait"))
+    victim_dir = Path(victim.run_directory)
+    st = victim_dir.stat()
+    assert (st.st_uid, oct(st.st_mode & 0o777)) == (run_accounts[b].pw_uid, "0o700")
+    tick_until(poller, lambda: "victim private message" in _texts(victim))
+
+    probe = run_to_end(
+        poller,
+        _queue(
+            resources[a],
+            mode="probe",
+            secret=str(shared_base / "var" / "secret_key"),
+            other=str(victim_dir),
+        ),
+    )
+    assert probe.state == Run.State.SUCCEEDED, probe.error
+    texts = _texts(probe)
+    assert "read secret: PermissionError" in texts, texts
+    assert "list other: PermissionError" in texts
+    assert "write other: PermissionError" in texts
+    mine = probe.files.get(name="mine.txt")
+    assert mine.absolute_path().read_text() == f"uid {run_accounts[a].pw_uid}\n"
+    assert not (victim_dir / "intruder.txt").exists()
+
+    (victim_dir / "release").touch()
+    victim = run_to_end(poller, victim)
+    # Files of the run's own account are read as usual.
+    assert (victim.state, victim.exit_code) == (Run.State.FAILED, 3)
+    assert victim.files.get(kind="stdout").absolute_path().read_text() == "victim private stdout\n"
+
+
+def test_a_file_of_another_account_in_a_run_directory_is_refused(poller, run_accounts, shared_base):
+    """The poller (root here) wrote a file where the run's account should have:
+    not read, since the run account's files are the only ones a run may hand in."""
+    from scheduler.models import ExecutionResource
+
+    a = RUN_ACCOUNTS[0]
+    resource = ExecutionResource.objects.create(
+        name="owner-check",
+        job_service_url="fork://localhost",
+        working_root=str(shared_base / "runs"),
+        run_as=a,
+    )
+    files = rundirs.for_resource(resource)
+    run_dir = files.run_dir(999)
+    files.stage(run_dir, {"run.json": b"{}"})
+    Path(run_dir, "exit.json").write_text('{"exit_code": 0}')
+    with pytest.raises(rundirs.RefusedFile, match="belongs to uid 0, not to the account"):
+        files.read_json(run_dir, "exit.json")
+    os.chown(Path(run_dir, "exit.json"), run_accounts[a].pw_uid, -1)
+    assert files.read_json(run_dir, "exit.json") == {"exit_code": 0}
+
+
+def test_run_as_is_checked_when_a_resource_is_saved(db):
+    from django.core.exceptions import ValidationError
+
+    from scheduler.models import ExecutionResource
+
+    for url, account, message in (
+        ("fork://localhost", "no-such-account-here", "There is no account"),
+        ("fork://localhost", "Robert'); DROP", "Give an account name"),
+        ("ssh://127.0.0.1", "root", "Only local resources run as another account"),
+    ):
+        resource = ExecutionResource(name="x", job_service_url=url, run_as=account)
+        with pytest.raises(ValidationError, match=message):
+            resource.full_clean()
