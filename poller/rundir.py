@@ -45,7 +45,7 @@ RUN_DIR_NAMES = {
 # Byte bounds of every read: a small record (exit.json, launched) and one
 # piece of the event stream (poller.loop reads at most this much a run a tick).
 RECORD_BYTES = 64 * 1024
-EVENTS_READ_BYTES = 1024 * 1024
+EVENTS_READ_BYTES = 256 * 1024
 
 
 class RefusedFile(Exception):
