@@ -270,6 +270,10 @@ class LocalRunDirs(RunDirs):
         try:
             children = _descendants(launcher)
             launcher.terminate()
+        except psutil.AccessDenied:
+            # Run as another account by a poller that is not root: signal the
+            # launcher's process group as that account (sudo -n, docs/deploy.md).
+            return self._signal_as_run_account(launcher, grace)
         except psutil.Error:
             return False
         _, alive = psutil.wait_procs([launcher], timeout=grace)
@@ -280,6 +284,25 @@ class LocalRunDirs(RunDirs):
                 proc.kill()  # psutil checks the process is still the one it knew
             except psutil.Error:
                 pass
+        return True
+
+    def _signal_as_run_account(self, launcher, grace: float) -> bool:
+        import subprocess
+
+        import psutil
+
+        if not self.run_as:
+            return False
+        for signame in ("TERM", "KILL"):
+            subprocess.run(
+                [*run_as_prefix(self.run_as), "kill", "-s", signame, "--", f"-{launcher.pid}"],
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+            _, alive = psutil.wait_procs([launcher], timeout=grace)
+            if not alive:
+                break
         return True
 
     def launched_record(self, run_dir: str) -> dict | None:
@@ -411,14 +434,17 @@ def _hand_over(path: Path, account: str) -> None:
     the site's own account (docs/deploy.md): owned by the site's account, group
     the run account's primary group, 0770, so the program and the poller share
     it and no other account (another run account, another site) can look in;
-    the site's account must be a member of that group."""
+    the site's account must be a member of that group (the directory is
+    setgid, 2770)."""
     uid, gid = account_ids(account)
     if os.geteuid() == 0:
         os.chown(path, uid, gid)
         os.chmod(path, 0o700)
     else:
         os.chown(path, -1, gid)
-        os.chmod(path, 0o770)
+        # setgid: what the poller stages there gets the run group, so the
+        # program can read it.
+        os.chmod(path, 0o2770)
 
 
 def run_as_prefix(account: str) -> list[str]:
