@@ -649,7 +649,7 @@ class RemoteRunDirs(RunDirs):
 
         from poller.rundir import OpenedFile
 
-        ret, out = self._run(self._checked(run_dir, relpath))
+        ret, out = self._run(f"( {self._checked(run_dir, relpath)} )")  # its own `set --`
         self._verdict(out.strip().splitlines()[-1] if out.strip() else "", relpath)
         shell = self._shell()
         with tempfile.TemporaryDirectory(prefix="scheduler-fetch-") as tmp:
