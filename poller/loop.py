@@ -63,6 +63,8 @@ TIDY_SECONDS = 600.0
 RESOURCE_RETRY_SECONDS = 30.0
 # Launcher exit status when a run directory was launched before (see scheduler_client).
 ALREADY_LAUNCHED_EXIT = 75
+# A task's sync events bring its files home at most this often (seconds).
+SYNC_SECONDS = 2.0
 # Malformed lines reported one by one per read of the event stream; the rest
 # as one count.
 MALFORMED_PER_READ = 20
@@ -82,6 +84,9 @@ class _Flight:
     saga_done_at: float | None = None
     # A local run's ``launched`` record, as first read (LocalRunDirs.launched_record).
     launched: dict | None = None
+    # A sync event asked for the files, and when they last came home (monotonic).
+    sync_pending: bool = False
+    last_sync: float = float("-inf")
 
 
 @dataclass
@@ -691,6 +696,7 @@ class Poller:
         )
         seq = run.events_seq
         batch: list[dict] = []
+        sync_asked = False
         for event in events:
             if event.seq <= seq:
                 continue
@@ -706,10 +712,7 @@ class Poller:
                     }
                 )
             elif event.type == "sync":
-                # The messages before it first, then the files the task asked for.
-                services.run_record_events(run=run, messages=batch)
-                batch = []
-                self.apply_event(run, event)
+                sync_asked = True
         for bad in malformed[:MALFORMED_PER_READ]:
             services.run_add_message(
                 run=run, text=f"Malformed event ignored: {bad.reason}", level="warning"
@@ -722,6 +725,17 @@ class Poller:
             )
         if batch or new_offset != run.events_offset or seq != run.events_seq:
             services.run_record_events(run=run, messages=batch, offset=new_offset, seq=seq)
+        flight = self._flights.setdefault(run.pk, _Flight())
+        flight.sync_pending = flight.sync_pending or sync_asked
+        if flight.sync_pending and time.monotonic() - flight.last_sync >= SYNC_SECONDS:
+            # The files the task asked for, after the messages before the ask:
+            # at most once a piece and every SYNC_SECONDS (each bring-home
+            # reads the whole event stream; a task asking in a loop must not
+            # make that the poller's work), the rest when the run ends.
+            flight.sync_pending, flight.last_sync = False, time.monotonic()
+            from poller.files_home import bring_files_home
+
+            bring_files_home(run, files)
         return bool(events or malformed), caught_up
 
     def ingest_events(self, run: Run, files) -> bool:
@@ -734,28 +748,6 @@ class Poller:
             if caught_up:
                 return found
 
-    def apply_event(self, run: Run, event) -> None:
-        kind = event.type
-        created = parse_datetime(event.time) if getattr(event, "time", None) else None
-        if kind in ("status", "log", "fail"):
-            level = event.level or ("error" if kind == "fail" else "info")
-            services.run_record_events(
-                run=run,
-                messages=[
-                    {
-                        "text": event.message or "",
-                        "level": level,
-                        "progress": event.progress if kind == "status" else None,
-                        "seq": event.seq,
-                        "created_at": created,
-                    }
-                ],
-            )
-        elif kind == "sync":
-            from poller.files_home import bring_files_home
-
-            bring_files_home(run, rundirs.for_resource(run.resource))
-
     def finish_from_exit_record(self, run: Run, record: dict, files) -> None:
         exit_code = record.get("exit_code")
         if not isinstance(exit_code, int) or isinstance(exit_code, bool):
@@ -764,7 +756,7 @@ class Poller:
                 text=f"The exit record's exit code {str(exit_code)[:50]!r} is not a number.",
                 level="warning",
             )
-            exit_code = 1 if exit_code != 0 else 0
+            exit_code = 1
             record = {**record, "failed": True}
         failed = bool(record.get("failed")) or exit_code != 0
         error = ""
