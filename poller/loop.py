@@ -505,7 +505,7 @@ class Poller:
         if _is_resource_fault(exc):
             # The resource is unreachable: put the run back in the queue to wait,
             # leave the resource alone for a while, try again later.
-            self._resource_down_until[run.resource_id] = time.monotonic() + RESOURCE_RETRY_SECONDS
+            self._resource_down(run.resource_id)
             Run.objects.filter(pk=run.pk, state=Run.State.SUBMITTED, saga_job_id="").update(
                 state=Run.State.QUEUED, poller="", lease_expires_at=None
             )
@@ -513,6 +513,14 @@ class Poller:
         else:
             services.run_add_message(run=run, text=reason, level="error")
             services.run_finish(run=run, state=Run.State.FAILED, error=reason)
+
+    def _resource_down(self, resource_id: int) -> None:
+        """Leave a resource that could not be reached alone for a while, and
+        start its job services afresh when it is back (JobServicePool.discard_idle)."""
+        self._resource_down_until[resource_id] = time.monotonic() + RESOURCE_RETRY_SECONDS
+        pool = self._pools.get(resource_id)
+        if pool is not None:
+            pool.discard_idle()
 
     def _pool(self, resource: ExecutionResource):
         pool = self._pools.get(resource.pk)
@@ -551,9 +559,7 @@ class Poller:
                 # for a while (they keep their state), try again later.
                 logger.warning("tracking run %s: %s", run.pk, exc)
                 services.resource_record_error(resource=run.resource, error=str(exc))
-                self._resource_down_until[run.resource_id] = (
-                    time.monotonic() + RESOURCE_RETRY_SECONDS
-                )
+                self._resource_down(run.resource_id)
             except Exception as exc:  # noqa: BLE001
                 logger.exception("tracking run %s failed", run.pk)
                 if _is_resource_fault(exc):

@@ -370,6 +370,25 @@ class JobServicePool:
             else:
                 self._free.put(svc)
 
+    def discard_idle(self) -> int:
+        """Close the services no thread holds, for new ones on next use: after
+        the resource could not be reached, a service whose connection died may
+        not raise but wait for ever on its next command (radical.saga's shell
+        reads for a prompt without a time limit). Closing happens in the
+        background. Answers how many were discarded."""
+        discarded = 0
+        while True:
+            try:
+                svc = self._free.get_nowait()
+            except queue.Empty:
+                return discarded
+            with self._lock:
+                self._created -= 1
+                if svc in self._all:
+                    self._all.remove(svc)
+            close_quietly(svc.close)
+            discarded += 1
+
     def _description(self, spec: JobSpec):
         rs = _rs()
         jd = rs.job.Description()
