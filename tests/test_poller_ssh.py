@@ -79,6 +79,42 @@ def test_a_failure_over_ssh_carries_the_stderr_tail(poller, behave):
     assert "about to exit with 3" in run.error
 
 
+def test_a_remote_run_directory_gets_the_same_checks_links_and_hard_links_are_not_read(
+    poller, ssh_resource, tmp_path
+):
+    """The remote transport of the one run-directory reader (RemoteRunDirs):
+    a stderr linked to a secret and a hard-linked output, over ssh."""
+    secret = tmp_path / "secret_key"
+    secret.write_text("remote-s3cr3t\n")
+    hostile = TaskDefinition.objects.create(
+        name="Hostile ssh", program="hostile.py", default_resource=ssh_resource
+    )
+    for name in ("mode", "target"):
+        TaskParameter.objects.create(definition=hostile, name=name, default="")
+    linked = run_to_end(
+        poller,
+        services.run_enqueue(
+            definition=hostile, parameters={"mode": "stderr_link", "target": str(secret)}
+        ),
+        timeout=90,
+    )
+    assert (linked.state, linked.exit_code) == (Run.State.FAILED, 4)
+    assert "remote-s3cr3t" not in linked.error
+    assert "stderr.txt in the run directory was not read: it is a symbolic link" in linked.error
+    hard = run_to_end(
+        poller,
+        services.run_enqueue(
+            definition=hostile, parameters={"mode": "hardlink_output", "target": str(secret)}
+        ),
+        timeout=90,
+    )
+    assert hard.state == Run.State.SUCCEEDED, hard.error
+    assert list(hard.files.filter(kind="output").values_list("name", flat=True)) == ["fine.txt"]
+    assert hard.messages.filter(
+        text__startswith="Output file 'key.txt' refused: it has 2 hard links"
+    ).exists()
+
+
 def test_the_host_going_away_mid_run_stops_nothing_else_and_the_run_is_accounted_for(
     poller, behave, sshd_server, local_resource
 ):
