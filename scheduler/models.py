@@ -238,6 +238,16 @@ class ExecutionResource(models.Model):
                 raise ValidationError(
                     {"run_as": f"There is no account {self.run_as!r} on this host."}
                 ) from None
+            root = Path(self.working_root or settings.SCHEDULER_RUN_ROOT).expanduser().absolute()
+            var = Path(settings.VAR_DIR).expanduser().absolute()
+            if root == var or var in root.parents:
+                raise ValidationError(
+                    {
+                        "working_root": f"Programs run as {self.run_as!r} need a working root "
+                        f"outside the site's {var} (its secret key and database), e.g. "
+                        "/srv/scheduler-runs (docs/deploy.md)."
+                    }
+                )
 
 
 class TaskDefinition(models.Model):

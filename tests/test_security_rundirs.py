@@ -439,3 +439,16 @@ def test_run_as_is_checked_when_a_resource_is_saved(db):
         resource = ExecutionResource(name="x", job_service_url=url, run_as=account)
         with pytest.raises(ValidationError, match=message):
             resource.full_clean()
+
+
+def test_a_run_as_resource_needs_a_run_root_outside_the_sites_var(db, run_accounts, settings):
+    from django.core.exceptions import ValidationError
+
+    from scheduler.models import ExecutionResource
+
+    settings.SCHEDULER_RUN_ROOT = settings.VAR_DIR / "runs"
+    resource = ExecutionResource(name="x", job_service_url="fork://localhost", run_as="sched-run-a")
+    with pytest.raises(ValidationError, match="need a working root outside the site's"):
+        resource.full_clean()
+    resource.working_root = "/srv/scheduler-runs"
+    resource.full_clean()
