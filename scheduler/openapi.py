@@ -31,6 +31,10 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+_PAGE = [
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+]
 _RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "integer"}}
 _FILE_ID = {"name": "file_id", "in": "path", "required": True, "schema": {"type": "integer"}}
 
@@ -95,16 +99,7 @@ def schema(server_url: str = "/api/v1/") -> dict[str, Any]:
                             "description": "Queued before (ISO 8601 with a zone).",
                             "schema": {"type": "string", "format": "date-time"},
                         },
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 500},
-                        },
-                        {
-                            "name": "offset",
-                            "in": "query",
-                            "schema": {"type": "integer", "minimum": 0},
-                        },
+                        *_PAGE,
                     ],
                     "responses": {
                         "200": _json(
@@ -193,16 +188,7 @@ def schema(server_url: str = "/api/v1/") -> dict[str, Any]:
                     "summary": "A page of the run's output files, stdout and stderr.",
                     "parameters": [
                         _RUN_ID,
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 500},
-                        },
-                        {
-                            "name": "offset",
-                            "in": "query",
-                            "schema": {"type": "integer", "minimum": 0},
-                        },
+                        *_PAGE,
                     ],
                     "responses": {
                         "200": _json(

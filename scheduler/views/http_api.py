@@ -227,14 +227,19 @@ def runs(request):
         limit=limit + 1,  # one more tells whether a next page exists
         offset=offset,
     )
-    page = [_run_json(r) for r in results[:limit]]
+    return _page(request, results, limit, offset, _run_json)
+
+
+def _page(request, found: list, limit: int, offset: int, shape) -> JsonResponse:
+    """A page of ``found`` (fetched with one row more than ``limit``: that row
+    tells whether a next page exists) and the URL of the next page."""
     next_url = None
-    if len(results) > limit:
+    if len(found) > limit:
         query = request.GET.copy()
         query["offset"] = str(offset + limit)
         query["limit"] = str(limit)
         next_url = f"{request.path}?{query.urlencode()}"
-    return JsonResponse({"results": page, "next": next_url})
+    return JsonResponse({"results": [shape(item) for item in found[:limit]], "next": next_url})
 
 
 def _queue(request):
@@ -322,15 +327,7 @@ def files(request, run_id: int):
     limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     offset = _int_param(request, "offset", 0, 0, 10**9)
     found = list(run.files.order_by("kind", "name", "id")[offset : offset + limit + 1])
-    next_url = None
-    if len(found) > limit:
-        query = request.GET.copy()
-        query["offset"] = str(offset + limit)
-        query["limit"] = str(limit)
-        next_url = f"{request.path}?{query.urlencode()}"
-    return JsonResponse(
-        {"results": [_file_json(run.pk, f) for f in found[:limit]], "next": next_url}
-    )
+    return _page(request, found, limit, offset, lambda f: _file_json(run.pk, f))
 
 
 @endpoint("GET", "HEAD")
