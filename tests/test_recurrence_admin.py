@@ -6,7 +6,7 @@ import re
 
 import pytest
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import formats, timezone
 
 from scheduler.models import Recurrence, TaskDefinition
 
@@ -105,8 +105,10 @@ def test_the_definition_page_lists_its_schedules_and_next_due_time(client, roles
     ).content.decode()
     assert "Nightly" in page
     listing = client.get(reverse("admin:scheduler_taskdefinition_changelist")).content.decode()
-    local_due = timezone.localtime(due)
-    assert f"{local_due:%H:%M}" in listing or f"{local_due.hour}:{local_due:%M}" in listing
+    # As the admin shows a datetime ("Dec. 2, 2026, 1:05 p.m.", "noon"): the test
+    # compared "13:05" before, and failed whenever the due time fell after noon.
+    shown = formats.date_format(timezone.localtime(due), "DATETIME_FORMAT")
+    assert shown in listing
 
 
 def test_pause_resume_and_skip_next_change_the_schedule(client, roles, definition):
