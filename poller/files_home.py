@@ -313,7 +313,6 @@ def bring_files_home(run, rundir) -> list:
     from django.conf import settings
 
     from scheduler import services
-    from scheduler.models import OutputFile
 
     if not run.run_directory:
         return []
@@ -326,29 +325,4 @@ def bring_files_home(run, rundir) -> list:
         max_run=settings.SCHEDULER_MAX_RUN_BYTES,
         max_files=settings.SCHEDULER_MAX_FILES,
     )
-    existing = {(f.kind, f.name): f for f in OutputFile.objects.filter(run_id=run.pk)}
-    stored: list[OutputFile] = []
-    new_rows: list[OutputFile] = []
-    for result in results:
-        if not result.ok:
-            continue
-        fields = result.record_fields()
-        row = existing.get((result.kind, result.name))
-        if row is None:
-            row = OutputFile(run=run, kind=result.kind, name=result.name, **fields)
-            new_rows.append(row)
-        elif any(getattr(row, k) != v for k, v in fields.items()):
-            for key, value in fields.items():
-                setattr(row, key, value)
-            row.save(update_fields=list(fields))
-        stored.append(row)
-    # ignore_conflicts: a bring-home running twice at once (sync, then the end)
-    # keeps one row per (run, kind, name) through the unique constraint.
-    OutputFile.objects.bulk_create(new_rows, ignore_conflicts=True)
-    problems = [r.message for r in results if not r.ok]
-    if problems:
-        known = set(run.messages.filter(level="warning").values_list("text", flat=True))
-        for text in problems:
-            if text not in known:  # a second bring-home (sync, then the end) says it once
-                services.run_add_message(run=run, text=text, level="warning")
-    return stored
+    return services.run_record_files(run=run, results=results)

@@ -506,9 +506,7 @@ class Poller:
             # The resource is unreachable: put the run back in the queue to wait,
             # leave the resource alone for a while, try again later.
             self._resource_down(run.resource_id)
-            Run.objects.filter(pk=run.pk, state=Run.State.SUBMITTED, saga_job_id="").update(
-                state=Run.State.QUEUED, poller="", lease_expires_at=None
-            )
+            services.run_requeue_unlaunched(run=run)
             services.run_add_message(run=run, text=reason + " The run waits.", level="warning")
         else:
             services.run_add_message(run=run, text=reason, level="error")

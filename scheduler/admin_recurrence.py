@@ -8,8 +8,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from import_export.admin import ImportExportModelAdmin
 
-from scheduler import access
-from scheduler import recurrence as maths
+from scheduler import access, services
 from scheduler.admin_audit import AuditedAdminMixin
 from scheduler.import_export_resources import RecurrenceResource
 from scheduler.models import Recurrence
@@ -84,13 +83,13 @@ class RecurrenceAdmin(AuditedAdminMixin, ImportExportModelAdmin):
     def description(self, rec: Recurrence) -> str:
         if not rec.pk:
             return ""
-        return maths.describe(rec)
+        return rec.describe()
 
     @admin.display(description="next ten occurrences")
     def preview(self, rec: Recurrence) -> str:
         if not rec.pk:
             return "Save to see a preview."
-        rows = maths.preview(rec, timezone.now(), n=10)
+        rows = rec.preview(timezone.now(), n=10)
         if not rows:
             return "No further occurrences."
         return format_html(
@@ -113,17 +112,15 @@ class RecurrenceAdmin(AuditedAdminMixin, ImportExportModelAdmin):
     def save_model(self, request, obj, form, change):
         # The next due time follows from the (possibly edited) rule, from now on:
         # an edit or a re-enable never fires the past.
-        obj.next_due_at = maths.next_due_on_enable(obj, timezone.now()) if obj.enabled else None
-        obj.last_error = ""
+        services.recurrence_edited(rec=obj, now=timezone.now())
         super().save_model(request, obj, form, change)
 
     @admin.action(description="Pause the selected recurrences", permissions=["change"])
     def pause(self, request, queryset):
-        paused = list(queryset.filter(enabled=True))
-        n = queryset.update(enabled=False)
+        paused = services.recurrence_pause(recurrences=queryset)
         for rec in paused:
             self.audit_action(request, "pause", rec)
-        self.message_user(request, f"{n} paused.")
+        self.message_user(request, f"{len(paused)} paused.")
 
     @admin.action(
         description="Resume the selected recurrences (from now on)", permissions=["change"]
@@ -132,9 +129,7 @@ class RecurrenceAdmin(AuditedAdminMixin, ImportExportModelAdmin):
         now = timezone.now()
         n = 0
         for rec in queryset:
-            rec.enabled = True
-            rec.next_due_at = maths.next_due_on_enable(rec, now)
-            rec.save(update_fields=["enabled", "next_due_at"])
+            services.recurrence_resume(rec=rec, now=now)
             self.audit_action(request, "resume", rec, next_due=str(rec.next_due_at))
             n += 1
         self.message_user(request, f"{n} resumed; none fires a missed occurrence.")
@@ -143,9 +138,7 @@ class RecurrenceAdmin(AuditedAdminMixin, ImportExportModelAdmin):
     def skip_next(self, request, queryset):
         n = 0
         for rec in queryset.filter(next_due_at__isnull=False):
-            skipped = rec.next_due_at
-            rec.next_due_at = maths.next_after(rec, rec.next_due_at)
-            rec.save(update_fields=["next_due_at"])
+            skipped = services.recurrence_skip_next(rec=rec)
             self.audit_action(
                 request, "skip", rec, skipped=str(skipped), next_due=str(rec.next_due_at)
             )

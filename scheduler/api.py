@@ -2,7 +2,9 @@
 
 Every function raises :class:`scheduler.exceptions.SchedulerError` (re-exported
 here) with a readable message for an unknown definition, resource or run, bad
-parameter values, or a run the given user may not see.
+parameter values, or a run the given user may not see. Its kinds say which:
+``NotFound`` (unknown, or invisible to the user), ``Forbidden`` (the user's role
+may not), ``InvalidRequest`` (bad input); the HTTP API answers 404, 403 and 400.
 
     >>> from scheduler.api import submit_task, get_task_status, get_task_results
     >>> run_id = submit_task("Nightly report", parameters={"rows": 100})
@@ -21,11 +23,14 @@ from typing import Any
 from django.urls import reverse
 
 from scheduler import access, services
-from scheduler.exceptions import SchedulerError
+from scheduler.exceptions import Forbidden, InvalidRequest, NotFound, SchedulerError
 from scheduler.models import ExecutionResource, Run, TaskDefinition
 
 __all__ = [
     "SchedulerError",
+    "NotFound",
+    "Forbidden",
+    "InvalidRequest",
     "submit_task",
     "get_task_status",
     "get_task_statuses",
@@ -40,12 +45,12 @@ def _definition(definition: TaskDefinition | str | int, user=None) -> TaskDefini
     if isinstance(definition, TaskDefinition):
         if qs.filter(pk=definition.pk).exists():
             return definition
-        raise SchedulerError(f"Unknown task definition {definition.name!r}.")
+        raise NotFound(f"Unknown task definition {definition.name!r}.")
     lookup = {"pk": definition} if isinstance(definition, int) else {"name": definition}
     try:
         return qs.get(**lookup)
     except TaskDefinition.DoesNotExist:
-        raise SchedulerError(f"Unknown task definition {definition!r}.") from None
+        raise NotFound(f"Unknown task definition {definition!r}.") from None
 
 
 def _resource(resource: ExecutionResource | str | None) -> ExecutionResource | None:
@@ -54,7 +59,7 @@ def _resource(resource: ExecutionResource | str | None) -> ExecutionResource | N
     try:
         return ExecutionResource.objects.get(name=resource)
     except ExecutionResource.DoesNotExist:
-        raise SchedulerError(f"Unknown execution resource {resource!r}.") from None
+        raise InvalidRequest(f"Unknown execution resource {resource!r}.") from None
 
 
 def _run(run_id: int, user=None) -> Run:
@@ -64,7 +69,7 @@ def _run(run_id: int, user=None) -> Run:
     try:
         return qs.get(pk=int(run_id))
     except (Run.DoesNotExist, ValueError, TypeError):
-        raise SchedulerError(f"Unknown run {run_id!r}.") from None
+        raise NotFound(f"Unknown run {run_id!r}.") from None
 
 
 def _utc(value: dt.datetime | None, name: str) -> dt.datetime | None:
@@ -73,11 +78,11 @@ def _utc(value: dt.datetime | None, name: str) -> dt.datetime | None:
     if value is None:
         return None
     if value.tzinfo is None or value.utcoffset() is None:
-        raise SchedulerError(f"{name} must be an aware datetime (with a time zone).")
+        raise InvalidRequest(f"{name} must be an aware datetime (with a time zone).")
     try:
         return value.astimezone(dt.UTC)
     except OverflowError:
-        raise SchedulerError(f"{name} {value.isoformat()} is out of range.") from None
+        raise InvalidRequest(f"{name} {value.isoformat()} is out of range.") from None
 
 
 def _status(run: Run) -> dict[str, Any]:
@@ -107,10 +112,10 @@ def submit_task(
 ) -> int:
     """Queue a run of ``definition`` (instance, name or id); return the run id."""
     if user is not None and not user.has_perm("scheduler.run_taskdefinition"):
-        raise SchedulerError("You may not queue runs.")
+        raise Forbidden("You may not queue runs.")
     run_at = _utc(run_at, "run_at")
     if parameters is not None and not isinstance(parameters, dict):
-        raise SchedulerError("parameters must be a dict of name: value.")
+        raise InvalidRequest("parameters must be a dict of name: value.")
     run = services.run_enqueue(
         definition=_definition(definition, user),
         parameters=parameters,
@@ -148,12 +153,10 @@ def list_runs(
     """Statuses of runs, newest first, filtered by state, definition and queue time
     (since <= queued < until). Walks the run list's index; never counts the table."""
     if state is not None and state not in Run.State.values:
-        raise SchedulerError(
-            f"Unknown state {state!r}; one of {', '.join(Run.State.values)}."
-        )
+        raise InvalidRequest(f"Unknown state {state!r}; one of {', '.join(Run.State.values)}.")
     since, until = _utc(since, "since"), _utc(until, "until")
     if not 1 <= limit <= 1000 or offset < 0:
-        raise SchedulerError("limit must be 1-1000 and offset 0 or more.")
+        raise InvalidRequest("limit must be 1-1000 and offset 0 or more.")
     runs = Run.objects.select_related("definition")
     if user is not None:
         runs = access.visible_runs(user, runs)
@@ -196,5 +199,5 @@ def cancel_task(run_id: int, *, user=None) -> str:
     """Cancel a run: "cancelled" (was queued), "requested" (the poller ends it) or "final"."""
     run = _run(run_id, user)
     if user is not None and not user.has_perm("scheduler.cancel_run"):
-        raise SchedulerError("You may not cancel runs.")
+        raise Forbidden("You may not cancel runs.")
     return services.run_request_cancel(run=run, user=user)

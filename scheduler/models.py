@@ -534,6 +534,33 @@ class Recurrence(models.Model):
     def __str__(self) -> str:
         return f"{self.definition.name}: {self.name}"
 
+    # The schedule answers questions about itself (healthchecks' Check does the
+    # same); the maths stays pure in scheduler.recurrence.
+    def describe(self) -> str:
+        """The schedule as a sentence, e.g. "At 09:30 on Monday to Friday (Europe/Amsterdam)"."""
+        from scheduler import recurrence as maths
+
+        return maths.describe(self)
+
+    def next_after(self, after, *, count_limit: bool = True):
+        """The first occurrence (UTC) after ``after``, or None."""
+        from scheduler import recurrence as maths
+
+        return maths.next_after(self, after, count_limit=count_limit)
+
+    def next_due_on_enable(self, now):
+        """The next due time when the schedule is (re)enabled at ``now``: no
+        missed occurrence fires."""
+        from scheduler import recurrence as maths
+
+        return maths.next_due_on_enable(self, now)
+
+    def preview(self, after, n: int = 10):
+        """(local time, UTC time, moved by DST) of the next ``n`` occurrences."""
+        from scheduler import recurrence as maths
+
+        return maths.preview(self, after, n=n)
+
     def clean(self) -> None:
         from scheduler import recurrence as maths
 

@@ -19,9 +19,9 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from scheduler import recurrence as maths
+from scheduler import services
 from scheduler.exceptions import SchedulerError
 from scheduler.models import ExecutionResource, Recurrence, Run
-from scheduler.parameters import ParameterError, clean_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def schedule_materialize(*, now: dt.datetime | None = None, batch: int = BATCH) 
         enabled=True, next_due_at__isnull=True, last_due_at__isnull=True
     )[:batch]:
         Recurrence.objects.filter(pk=rec.pk, next_due_at__isnull=True).update(
-            next_due_at=maths.next_due_on_enable(rec, now),
+            next_due_at=rec.next_due_on_enable(now),
             last_due_at=None,
         )
     due = list(
@@ -50,11 +50,6 @@ def schedule_materialize(*, now: dt.datetime | None = None, batch: int = BATCH) 
     for start in range(0, len(due), CHUNK):
         made += _fire(due[start : start + CHUNK], now)
     return made
-
-
-def recurrence_fire(*, rec: Recurrence, now: dt.datetime) -> int:
-    """Materialise one recurrence (the same path as a tick, for one row)."""
-    return _fire([rec], now)
 
 
 @dataclass
@@ -99,9 +94,9 @@ def _fire(recs: list[Recurrence], now: dt.datetime) -> int:
         for plan in plans:
             plan.runs = [r for r in plan.runs if (plan.rec.pk, r.due_at) not in existing]
             new_runs += plan.runs
-        # ignore_conflicts: a second poller may insert the same occurrence between
-        # our lookup and this INSERT; the unique constraint keeps one.
-        Run.objects.bulk_create(new_runs, batch_size=CHUNK, ignore_conflicts=True)
+        # A second poller may insert the same occurrence between our lookup and
+        # this INSERT; the unique constraint keeps one.
+        services.runs_enqueue_occurrences(runs=new_runs, batch_size=CHUNK)
         failed = [p for p in plans if p.failed]
         for plan in failed:
             # One bad schedule never stops the rest: it says why and moves on.
@@ -146,9 +141,9 @@ def _move_on(plans: list[_Plan]) -> int:
     if moved == len(plans):
         return sum(len(p.runs) for p in plans)
     # Some were moved on by another poller meanwhile: count what is ours by row.
-    ours = Recurrence.objects.filter(
-        pk__in=[p.rec.pk for p in plans if p.runs]
-    ).values_list("pk", "next_due_at")
+    ours = Recurrence.objects.filter(pk__in=[p.rec.pk for p in plans if p.runs]).values_list(
+        "pk", "next_due_at"
+    )
     now_due = dict(ours)
     return sum(len(p.runs) for p in plans if p.runs and now_due.get(p.rec.pk) == p.next_due)
 
@@ -173,22 +168,16 @@ def _plan(rec, now, busy, enabled_resources, local) -> _Plan:
     plan.times = times
     if not times:
         return plan
+    definition = rec.definition
     try:
-        definition = rec.definition
-        if not definition.enabled:
-            raise SchedulerError(f"Definition {definition.name!r} is disabled.")
-        try:
-            parameters = clean_parameters(definition, rec.parameters)
-        except ParameterError as exc:
-            raise SchedulerError(f"Bad parameters for {definition.name!r}: {exc}") from None
-        resource = rec.resource or definition.default_resource or local.get()
-        if resource is None:
-            raise SchedulerError(
-                f"Definition {definition.name!r} has no default resource and no resource "
-                "named 'local' exists."
-            )
-        if resource.pk not in enabled_resources:
-            raise SchedulerError(f"Resource {resource.name!r} is disabled.")
+        # The checks of every queued run (services.run_enqueue's), with the
+        # resources' states asked once for the whole batch.
+        parameters, resource = services.run_target(
+            definition=definition,
+            parameters=rec.parameters,
+            resource=rec.resource or definition.default_resource or local.get(),
+            enabled_resources=enabled_resources,
+        )
     except SchedulerError as exc:
         # The occurrences pass without runs; the schedule shows why.
         plan.error = str(exc)
@@ -211,7 +200,7 @@ def _plan(rec, now, busy, enabled_resources, local) -> _Plan:
 
 def _safe_next(rec, now):
     try:
-        return maths.next_after(rec, now, count_limit=False)
+        return rec.next_after(now, count_limit=False)
     except Exception:  # noqa: BLE001
         return None
 

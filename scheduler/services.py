@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from scheduler.exceptions import SchedulerError
+from scheduler.exceptions import InvalidRequest
 from scheduler.models import (
     AuditEvent,
     ExecutionResource,
@@ -56,11 +56,40 @@ def default_resource_for(definition: TaskDefinition) -> ExecutionResource:
         return definition.default_resource
     resource = ExecutionResource.objects.filter(name="local").first()
     if resource is None:
-        raise SchedulerError(
+        raise InvalidRequest(
             f"Definition {definition.name!r} has no default resource and no resource named "
             "'local' exists."
         )
     return resource
+
+
+def run_target(
+    *,
+    definition: TaskDefinition,
+    parameters: dict[str, Any] | None,
+    resource: ExecutionResource | None = None,
+    enabled_resources: set[int] | None = None,
+) -> tuple[dict[str, Any], ExecutionResource]:
+    """The checks every queued run passes, by hand or from a schedule: the
+    definition is enabled, the parameters are clean, the resource (given, or the
+    definition's default) is enabled. Answers the cleaned parameters and the
+    resource; SchedulerError with the reason otherwise. ``enabled_resources``
+    (ids) spares a query per run when a caller checks many at once."""
+    if not definition.enabled:
+        raise InvalidRequest(f"Definition {definition.name!r} is disabled.")
+    try:
+        cleaned = clean_parameters(definition, parameters)
+    except ParameterError as exc:
+        raise InvalidRequest(f"Bad parameters for {definition.name!r}: {exc}") from None
+    resource = resource or default_resource_for(definition)
+    if enabled_resources is None:
+        # Asked of the database: the caller's resource object may be stale.
+        enabled = ExecutionResource.objects.filter(pk=resource.pk, enabled=True).exists()
+    else:
+        enabled = resource.pk in enabled_resources
+    if not enabled:
+        raise InvalidRequest(f"Resource {resource.name!r} is disabled.")
+    return cleaned, resource
 
 
 def run_enqueue(
@@ -75,16 +104,7 @@ def run_enqueue(
     retry_of: Run | None = None,
 ) -> Run:
     """Queue a run of ``definition``; parameters are checked against its typed parameters."""
-    if not definition.enabled:
-        raise SchedulerError(f"Definition {definition.name!r} is disabled.")
-    try:
-        cleaned = clean_parameters(definition, parameters)
-    except ParameterError as exc:
-        raise SchedulerError(f"Bad parameters for {definition.name!r}: {exc}") from None
-    resource = resource or default_resource_for(definition)
-    # Asked of the database: the caller's resource object may be stale.
-    if not ExecutionResource.objects.filter(pk=resource.pk, enabled=True).exists():
-        raise SchedulerError(f"Resource {resource.name!r} is disabled.")
+    cleaned, resource = run_target(definition=definition, parameters=parameters, resource=resource)
     now = timezone.now()
     return Run.objects.create(
         definition=definition,
@@ -100,21 +120,12 @@ def run_enqueue(
     )
 
 
-def run_enqueue_occurrence(*, recurrence: Recurrence, due_at: dt.datetime) -> Run | None:
-    """Queue the run of one occurrence; None if it exists already (idempotent)."""
-    try:
-        with transaction.atomic():
-            return run_enqueue(
-                definition=recurrence.definition,
-                parameters=recurrence.parameters,
-                resource=recurrence.resource,
-                due_at=due_at,
-                recurrence=recurrence,
-            )
-    except IntegrityError:
-        # The unique (recurrence, due_at) constraint: another poller, or this one
-        # before a restart, made it already.
-        return None
+def runs_enqueue_occurrences(*, runs: list[Run], batch_size: int = 500) -> None:
+    """Queue the runs of schedule occurrences (built by scheduler.scheduling,
+    checked by run_target) in one INSERT. A (recurrence, due_at) pair that exists
+    already is left alone by the unique constraint: a second poller, or this one
+    before a restart, made it."""
+    Run.objects.bulk_create(runs, batch_size=batch_size, ignore_conflicts=True)
 
 
 def run_again(*, run: Run, requested_by=None) -> Run:
@@ -154,6 +165,16 @@ def run_mark_running(*, run: Run, started_at: dt.datetime | None = None) -> bool
     if changed:
         run.state, run.started_at = Run.State.RUNNING, started_at
     return changed == 1
+
+
+def run_requeue_unlaunched(*, run: Run) -> bool:
+    """A claimed run that could not be launched (its resource is unreachable)
+    waits in the queue again, for any poller; only if no job was started."""
+    return bool(
+        Run.objects.filter(pk=run.pk, state=Run.State.SUBMITTED, saga_job_id="").update(
+            state=Run.State.QUEUED, poller="", lease_expires_at=None
+        )
+    )
 
 
 def run_renew_leases(*, poller: str, now: dt.datetime | None = None) -> int:
@@ -383,6 +404,95 @@ def run_record_events(
             setattr(run, key, value)
     run.messages_dropped += dropped
     return dropped
+
+
+def run_record_files(*, run: Run, results: list) -> list[OutputFile]:
+    """Record the files brought home for ``run`` (poller.files_home results:
+    a record to store, or a message why not). One row per run, kind and name:
+    recording again updates, never duplicates; a warning already on the run is
+    not repeated."""
+    existing = {(f.kind, f.name): f for f in OutputFile.objects.filter(run_id=run.pk)}
+    stored: list[OutputFile] = []
+    new_rows: list[OutputFile] = []
+    for result in results:
+        if not result.ok:
+            continue
+        fields = result.record_fields()
+        row = existing.get((result.kind, result.name))
+        if row is None:
+            row = OutputFile(run=run, kind=result.kind, name=result.name, **fields)
+            new_rows.append(row)
+        elif any(getattr(row, k) != v for k, v in fields.items()):
+            for key, value in fields.items():
+                setattr(row, key, value)
+            row.save(update_fields=list(fields))
+        stored.append(row)
+    # ignore_conflicts: a bring-home running twice at once (sync, then the end)
+    # keeps one row per (run, kind, name) through the unique constraint.
+    OutputFile.objects.bulk_create(new_rows, ignore_conflicts=True)
+    problems = [r.message for r in results if not r.ok]
+    if problems:
+        known = set(run.messages.filter(level="warning").values_list("text", flat=True))
+        for text in problems:
+            if text not in known:  # a second bring-home (sync, then the end) says it once
+                run_add_message(run=run, text=text, level="warning")
+                known.add(text)
+    return stored
+
+
+def runs_delete(*, ids: list[int]) -> int:
+    """Delete runs with their messages and file rows (retention); answers how
+    many messages went. Plain DELETEs by id: the ORM's delete() would first load
+    every run (retry_of is SET_NULL), which made a prune 7x slower than the bare
+    SQL. Nothing else points at a run (no signals), and retries of a deleted run
+    are unlinked here. The caller keeps ``ids`` to a few hundred (SQLite builds
+    before 3.32 take 999 parameters a statement) and removes the stored files."""
+    from django.db import connection
+
+    messages = 0
+    marks = ", ".join(["%s"] * len(ids))
+    with connection.cursor() as cursor:
+        Run.objects.filter(retry_of_id__in=ids).update(retry_of=None)
+        cursor.execute(f"DELETE FROM {StatusMessage._meta.db_table} WHERE run_id IN ({marks})", ids)
+        messages = cursor.rowcount
+        cursor.execute(f"DELETE FROM {OutputFile._meta.db_table} WHERE run_id IN ({marks})", ids)
+        cursor.execute(f"DELETE FROM {Run._meta.db_table} WHERE id IN ({marks})", ids)
+    return messages
+
+
+def recurrence_pause(*, recurrences) -> list[Recurrence]:
+    """Pause schedules (a queryset); answers those that were running."""
+    paused = list(recurrences.filter(enabled=True))
+    Recurrence.objects.filter(pk__in=[r.pk for r in paused]).update(enabled=False)
+    for rec in paused:
+        rec.enabled = False
+    return paused
+
+
+def recurrence_edited(*, rec: Recurrence, now: dt.datetime) -> None:
+    """A schedule saved from a form (the admin saves it): its next due time
+    follows from the possibly edited rule, from now on, so an edit or a
+    re-enable never fires the past; an old error is forgotten."""
+    rec.next_due_at = rec.next_due_on_enable(now) if rec.enabled else None
+    rec.last_error = ""
+
+
+def recurrence_resume(*, rec: Recurrence, now: dt.datetime | None = None) -> Recurrence:
+    """Resume a schedule from now on: no missed occurrence fires."""
+    rec.enabled = True
+    rec.next_due_at = rec.next_due_on_enable(now or timezone.now())
+    rec.save(update_fields=["enabled", "next_due_at"])
+    return rec
+
+
+def recurrence_skip_next(*, rec: Recurrence) -> dt.datetime | None:
+    """Skip the next occurrence; answers the skipped time (None if none was due)."""
+    skipped = rec.next_due_at
+    if skipped is None:
+        return None
+    rec.next_due_at = rec.next_after(skipped)
+    rec.save(update_fields=["next_due_at"])
+    return skipped
 
 
 def heartbeat_beat(

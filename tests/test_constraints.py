@@ -31,9 +31,12 @@ def test_a_final_state_needs_a_finish_time(definition, local_resource):
 def test_one_run_per_recurrence_and_due_time(definition, local_resource):
     rec = Recurrence.objects.create(definition=definition, name="r", kind="once")
     due = timezone.now()
-    first = services.run_enqueue_occurrence(recurrence=rec, due_at=due)
-    assert first is not None
-    assert services.run_enqueue_occurrence(recurrence=rec, due_at=due) is None
+
+    def occurrence() -> Run:
+        return Run(definition=definition, resource=local_resource, recurrence=rec, due_at=due)
+
+    services.runs_enqueue_occurrences(runs=[occurrence()])
+    services.runs_enqueue_occurrences(runs=[occurrence()])  # a second poller: left alone
     assert Run.objects.filter(recurrence=rec).count() == 1
     with pytest.raises(IntegrityError), transaction.atomic():
         _run(definition, local_resource, recurrence=rec, due_at=due)

@@ -22,7 +22,7 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 
 from scheduler import access, api, downloads, services
-from scheduler.exceptions import SchedulerError
+from scheduler.exceptions import Forbidden, NotFound, SchedulerError
 from scheduler.models import OutputFile, Run
 from scheduler.openapi import schema
 from scheduler.tokens import token_user
@@ -81,17 +81,18 @@ def endpoint(*methods: str):
             except PermissionDenied as exc:
                 return _error(403, str(exc) or "Not allowed.")
             except SchedulerError as exc:
-                return _error(_status_for(str(exc)), str(exc))
+                return _error(_status_for(exc), str(exc))
 
         return inner
 
     return wrap
 
 
-def _status_for(message: str) -> int:
-    if message.startswith(("Unknown run", "Unknown task definition")):
+def _status_for(exc: SchedulerError) -> int:
+    """The status of an error by its kind (scheduler.exceptions), never its text."""
+    if isinstance(exc, NotFound):
         return 404
-    if message.startswith("You may not"):
+    if isinstance(exc, Forbidden):
         return 403
     return 400
 
