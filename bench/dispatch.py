@@ -60,13 +60,13 @@ def saga_alone(n: int, services: int, bulk: int, *, bundled: bool) -> tuple[floa
     is there."""
     import threading
 
-    from poller.saga_executor import _radical_base, _rs
+    from poller.saga_executor import radical_base, radical_saga
     from scheduler.models import ExecutionResource
 
-    rs = _rs()
+    rs = radical_saga()
     work, dirs = run_dirs(n)
     resource = ExecutionResource(name="bench", job_service_url="fork://localhost")
-    with _radical_base(resource):
+    with radical_base(resource):
         pool = [rs.job.Service("fork://localhost") for _ in range(services)]
 
     def description(d: str, arguments: list[str]):

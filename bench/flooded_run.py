@@ -10,7 +10,7 @@ client. Beside them, the bare baseline: the admin login page, which touches no
 scheduler table. Target: each under 300 ms (median).
 
 Then the poller's side: how long one pass spends on the run's 100,000-event
-stream (one bounded piece, Poller._ingest) and the whole stream to its end,
+stream (one bounded piece, Poller.ingest_piece) and the whole stream to its end,
 against the bare baseline of json.loads over the same lines.
 
     .venv/bin/python bench/flooded_run.py
@@ -166,7 +166,7 @@ def ingest(count: int, var_dir: Path) -> None:
     t_all = time.perf_counter()
     while not caught_up:
         t = time.perf_counter()
-        _, caught_up = poller._ingest(run, files)
+        _, caught_up = poller.ingest_piece(run, files)
         pieces.append(time.perf_counter() - t)
     total = time.perf_counter() - t_all
     poller.close()

@@ -40,7 +40,6 @@ from scheduler.models import ExecutionResource, Recurrence, Run
 logger = logging.getLogger(__name__)
 
 VERSION = "1.0"
-CRON_MARK = "(cron)"  # in the heartbeat's version: a poller that ticks once a minute
 CLIENT_PATH = settings.BASE_DIR / "task_programs" / "scheduler_client.py"
 # How often a job with no exit record yet is asked about in SAGA (seconds); the
 # exit record is read every tick, which is what notices almost every ending.
@@ -231,7 +230,8 @@ class Poller:
             host=socket.gethostname(),
             pid=self.pid,
             started_at=self.started_at,
-            version=f"{VERSION} {CRON_MARK}" if self.cron else VERSION,
+            version=VERSION,
+            cron=self.cron,
         )
         services.run_renew_leases(poller=self.ident)
         return False
@@ -571,7 +571,7 @@ class Poller:
             # The launcher as first seen: a record rewritten later (by another
             # program that can write here) does not change whose end is awaited.
             flight.launched = files.launched_record(run.run_directory)
-        found, caught_up = self._ingest(run, files)
+        found, caught_up = self.ingest_piece(run, files)
         exit_record = self._read_record(run, files, rundirs.EXIT_FILE)
         if exit_record is not None and self._launcher_ended(run, files, flight):
             if not caught_up:
@@ -676,7 +676,7 @@ class Poller:
             self._refused(run, name, exc)
             return None
 
-    def _ingest(self, run: Run, files) -> tuple[bool, bool]:
+    def ingest_piece(self, run: Run, files) -> tuple[bool, bool]:
         """Apply at most EVENTS_READ_BYTES of new events (one run's flood never
         holds up the tick: the rest waits for the next). Answers whether there
         were events, and whether the stream is read to its end."""
@@ -747,7 +747,7 @@ class Poller:
         its end: the last read of a run that ended loses nothing."""
         found = False
         while True:
-            more, caught_up = self._ingest(run, files)
+            more, caught_up = self.ingest_piece(run, files)
             found = found or more
             if caught_up:
                 return found

@@ -107,7 +107,7 @@ class JobSpec:
 LOCAL_SHELL = str(Path(__file__).with_name("local_shell.sh"))
 
 
-def _rs():
+def radical_saga():
     # radical.saga runs local shells as "$SHELL -i", and an interactive bash reads
     # ~/.bashrc: a slow or stuck line there (pyenv's rehash waiting on a lock left
     # by a killed shell, seen here) makes every fork:// service fail with "Could
@@ -205,7 +205,7 @@ def purge_dead_ssh_masters() -> int:
 
 
 def _session(resource: ExecutionResource):
-    rs = _rs()
+    rs = radical_saga()
     session = rs.Session(default=False)
     if resource.ssh_user or resource.ssh_key_path:
         ctx = rs.Context("ssh")
@@ -218,7 +218,7 @@ def _session(resource: ExecutionResource):
 
 
 @contextlib.contextmanager
-def _radical_base(resource: ExecutionResource) -> Iterator[None]:
+def radical_base(resource: ExecutionResource) -> Iterator[None]:
     """Local job state lives under the site's SCHEDULER_SAGA_BASE; remote shells
     keep theirs under the remote $HOME, not our local path."""
     from django.conf import settings
@@ -295,9 +295,9 @@ class JobServicePool:
         self._all: list[Any] = []
 
     def _new_service(self):
-        rs = _rs()
+        rs = radical_saga()
         try:
-            with _radical_base(self.resource):
+            with radical_base(self.resource):
                 service = rs.job.Service(
                     _service_url(self.resource), session=_session(self.resource)
                 )
@@ -390,7 +390,7 @@ class JobServicePool:
             discarded += 1
 
     def _description(self, spec: JobSpec):
-        rs = _rs()
+        rs = radical_saga()
         jd = rs.job.Description()
         jd.executable = shlex.quote(spec.executable)
         jd.arguments = [shlex.quote(str(a)) for a in spec.arguments]
@@ -544,7 +544,7 @@ class RemoteRunDirs(RunDirs):
             from radical.saga.utils.pty_shell import PTYShell
 
             try:
-                with _radical_base(self.resource):
+                with radical_base(self.resource):
                     shell = PTYShell(self._shell_url(), session=_session(self.resource))
             except Exception as exc:  # noqa: BLE001
                 purge_dead_ssh_masters()  # the next attempt connects afresh

@@ -762,6 +762,12 @@ class PollerHeartbeat(models.Model):
     started_at = models.DateTimeField("started")
     last_seen_at = models.DateTimeField("last seen")
     version = models.CharField("version", max_length=50, blank=True)
+    cron = models.BooleanField(
+        "from cron",
+        default=False,
+        help_text="A poller that ticks once a minute from cron (run_poller --once), "
+        "not a long-lived service: it counts as alive for longer between beats.",
+    )
     stopped_at = models.DateTimeField("stopped", null=True, blank=True)
 
     class Meta:
@@ -776,7 +782,7 @@ class PollerHeartbeat(models.Model):
         if self.stopped_at:
             return False
         limit = max(30.0, settings.SCHEDULER_POLL_INTERVAL * 10)
-        if self.version.endswith("(cron)"):
+        if self.cron:
             limit = 150.0  # one tick a minute from cron, with room for a slow tick
         return (now - self.last_seen_at).total_seconds() < limit
 

@@ -496,7 +496,7 @@ def recurrence_skip_next(*, rec: Recurrence) -> dt.datetime | None:
 
 
 def heartbeat_beat(
-    *, ident: str, host: str, pid: int, started_at: dt.datetime, version: str
+    *, ident: str, host: str, pid: int, started_at: dt.datetime, version: str, cron: bool = False
 ) -> PollerHeartbeat:
     now = timezone.now()
     beat, _ = PollerHeartbeat.objects.update_or_create(
@@ -507,6 +507,7 @@ def heartbeat_beat(
             "started_at": started_at,
             "last_seen_at": now,
             "version": version,
+            "cron": cron,
             "stopped_at": None,
         },
     )

@@ -232,7 +232,7 @@ def test_one_pass_reads_a_bounded_piece_of_a_flooded_event_stream(poller, hostil
     Run.objects.filter(pk=run.pk).update(run_directory=str(run_dir))
     run.refresh_from_db()
     files = rundirs.for_resource(run.resource)
-    found, caught_up = poller._ingest(run, files)
+    found, caught_up = poller.ingest_piece(run, files)
     assert found and not caught_up
     assert 0 < run.events_offset <= rundirs.EVENTS_READ_BYTES < size
     first_piece = run.messages.count()
