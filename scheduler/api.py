@@ -22,7 +22,7 @@ from typing import Any
 
 from django.urls import reverse
 
-from scheduler import access, services
+from scheduler import access, serializers, services
 from scheduler.exceptions import Forbidden, InvalidRequest, NotFound, SchedulerError
 from scheduler.models import ExecutionResource, Run, TaskDefinition
 
@@ -86,20 +86,7 @@ def _utc(value: dt.datetime | None, name: str) -> dt.datetime | None:
 
 
 def _status(run: Run) -> dict[str, Any]:
-    return {
-        "run_id": run.pk,
-        "definition": run.definition.name,
-        "state": run.state,
-        "progress": run.progress,
-        "message": run.status_message,
-        "exit_code": run.exit_code,
-        "error": run.error,
-        "attempt": run.attempt,
-        "due_at": run.due_at,
-        "queued_at": run.queued_at,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-    }
+    return serializers.run_data(run)
 
 
 def submit_task(
@@ -175,18 +162,10 @@ def get_task_results(run_id: int, *, user=None) -> dict[str, Any]:
     """Status plus every message and every output file with its download URL."""
     run = _run(run_id, user)
     result = _status(run)
-    result["messages"] = [
-        {"time": m.created_at, "level": m.level, "text": m.text, "progress": m.progress}
-        for m in run.messages.all()
-    ]
+    result["messages"] = [serializers.message_data(m) for m in run.messages.all()]
     result["files"] = [
         {
-            "id": f.pk,
-            "name": f.name,
-            "kind": f.kind,
-            "size": f.size,
-            "sha256": f.sha256,
-            "content_type": f.content_type,
+            **serializers.file_data(f),
             "path": str(f.absolute_path()),
             "download_url": reverse("scheduler:file-download", args=[run.pk, f.pk]),
         }

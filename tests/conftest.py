@@ -79,6 +79,17 @@ def local_resource(db):
 
 
 @pytest.fixture
+def test_programs(settings):
+    """tests/programs among the program directories (behave.py, hostile.py ...)."""
+    from django.conf import settings as django_settings
+
+    settings.SCHEDULER_PROGRAM_DIRS = [
+        *django_settings.SCHEDULER_PROGRAM_DIRS,
+        Path(__file__).parent / "programs",
+    ]
+
+
+@pytest.fixture
 def behave(local_resource):
     """tests/programs/behave.py on the local resource, its mode a parameter; the
     poller tests put tests/programs among the program directories."""

@@ -10,20 +10,14 @@ import pytest
 from django.core.management import call_command
 
 from demo.models import Measurement, Summary
-from poller.loop import Poller
 from scheduler import services
 from scheduler.models import Run, TaskDefinition
-from tests.poller_helpers import run_to_end, tick_until
+from tests.poller_helpers import poller_fixture, run_to_end, tick_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture(scope="module")
-def poller(django_db_blocker):
-    p = Poller(name="test-examples", services_per_resource=2)
-    yield p
-    with django_db_blocker.unblock():
-        p.close()
+poller = poller_fixture("test-examples", services=2, scope="module")
 
 
 @pytest.fixture

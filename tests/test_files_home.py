@@ -8,26 +8,14 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 
-from poller.loop import Poller
 from scheduler import services
 from scheduler.models import Run, TaskDefinition, TaskParameter
-from tests.poller_helpers import run_to_end, tick_until
-from tests.poller_process import PROGRAMS
+from tests.poller_helpers import poller_fixture, run_to_end, tick_until
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(scope="module")
-def poller(django_db_blocker):
-    p = Poller(name="test-files", services_per_resource=1)
-    yield p
-    with django_db_blocker.unblock():
-        p.close()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("test_programs")]
 
 
-@pytest.fixture(autouse=True)
-def _programs(settings):
-    settings.SCHEDULER_PROGRAM_DIRS = [*django_settings.SCHEDULER_PROGRAM_DIRS, PROGRAMS]
+poller = poller_fixture("test-files", services=1, scope="module")
 
 
 @pytest.fixture

@@ -16,20 +16,15 @@ from django.conf import settings as django_settings
 from django.db import connection
 
 from poller import rundir as rundirs
-from poller.loop import Poller, keep_database_connections
+from poller.loop import keep_database_connections
 from poller.saga_executor import JobServicePool, JobSpec, local_job_base, tidy_local_job_state
 from scheduler import services
 from scheduler.models import ExecutionResource, Run
-from tests.poller_helpers import run_to_end, tick_until
+from tests.poller_helpers import poller_fixture, run_to_end, tick_until
 
 PROGRAMS = Path(__file__).parent / "programs"
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _programs(settings):
-    settings.SCHEDULER_PROGRAM_DIRS = [*django_settings.SCHEDULER_PROGRAM_DIRS, PROGRAMS]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("test_programs")]
 
 
 @pytest.fixture
@@ -92,12 +87,7 @@ def test_many_jobs_back_to_back_never_hang_a_job_service(pool, tmp_path):
     assert not failures and len(set(submitted)) == 400
 
 
-@pytest.fixture
-def poller(django_db_blocker):
-    p = Poller(name="test-bulk", services_per_resource=2)
-    yield p
-    with django_db_blocker.unblock():
-        p.close()
+poller = poller_fixture("test-bulk", services=2)
 
 
 def test_forty_runs_queued_at_once_all_succeed_with_their_files(poller, behave, local_resource):
@@ -106,8 +96,10 @@ def test_forty_runs_queued_at_once_all_succeed_with_their_files(poller, behave, 
     runs = [services.run_enqueue(definition=behave, parameters={"mode": "ok"}) for _ in range(40)]
     tick_until(
         poller,
-        lambda: Run.objects.filter(pk__in=[r.pk for r in runs], state__in=Run.FINAL_STATES).count()
-        == 40,
+        lambda: (
+            Run.objects.filter(pk__in=[r.pk for r in runs], state__in=Run.FINAL_STATES).count()
+            == 40
+        ),
         timeout=120,
     )
     pids = set()
@@ -116,7 +108,9 @@ def test_forty_runs_queued_at_once_all_succeed_with_their_files(poller, behave, 
         assert run.files.filter(name="result.txt").exists()
         pids.add(json.loads(Path(run.run_directory, "launched").read_text())["pid"])
     assert len(pids) == 40, "every run had a launcher process of its own"
-    jobs = set(Run.objects.filter(pk__in=[r.pk for r in runs]).values_list("saga_job_id", flat=True))
+    jobs = set(
+        Run.objects.filter(pk__in=[r.pk for r in runs]).values_list("saga_job_id", flat=True)
+    )
     # Bundles: never more runs to a job than SCHEDULER_SUBMIT_BULK, fewer jobs than runs.
     assert 40 / django_settings.SCHEDULER_SUBMIT_BULK <= len(jobs) < 40, jobs
     assert all(j.startswith("[fork://localhost]-[") for j in jobs)
@@ -126,7 +120,9 @@ def test_cancelling_one_run_of_a_bundle_leaves_the_others_running(poller, behave
     local_resource.max_concurrent_runs = 10
     local_resource.save()
     sleeper = services.run_enqueue(definition=behave, parameters={"mode": "sleep"})
-    nappers = [services.run_enqueue(definition=behave, parameters={"mode": "nap"}) for _ in range(2)]
+    nappers = [
+        services.run_enqueue(definition=behave, parameters={"mode": "nap"}) for _ in range(2)
+    ]
     everyone = [sleeper, *nappers]
     tick_until(
         poller,
@@ -170,9 +166,7 @@ def test_cancel_ends_a_local_program_that_ignores_sigterm(poller, behave):
     services.run_request_cancel(run=run)
     run = run_to_end(poller, run, timeout=60)
     assert run.state == Run.State.CANCELLED
-    _wait_for(
-        lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie", 15
-    )
+    _wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie", 15)
 
 
 def test_a_launcher_that_finds_the_cancelled_mark_starts_nothing(tmp_path):
@@ -320,7 +314,9 @@ def test_a_local_resource_whose_python_does_not_exist_fails_its_runs_with_the_re
         run = run_to_end(poller, run, timeout=90)
         assert run.state == Run.State.FAILED
         assert run.exit_code == 127, (run.exit_code, run.error)
-    errors = " ".join(Run.objects.filter(pk__in=[r.pk for r in runs]).values_list("error", flat=True))
+    errors = " ".join(
+        Run.objects.filter(pk__in=[r.pk for r in runs]).values_list("error", flat=True)
+    )
     assert "/nonexistent/python3" in errors and "not found" in errors, errors
 
 
@@ -331,8 +327,9 @@ def test_one_tracking_pass_asks_saga_once_about_a_bundles_job(poller, behave, lo
     runs = [services.run_enqueue(definition=behave, parameters={"mode": "nap"}) for _ in range(2)]
     tick_until(
         poller,
-        lambda: Run.objects.filter(pk__in=[r.pk for r in runs], state=Run.State.RUNNING).count()
-        == 2,
+        lambda: (
+            Run.objects.filter(pk__in=[r.pk for r in runs], state=Run.State.RUNNING).count() == 2
+        ),
         timeout=60,
     )
     jobs = {r.saga_job_id for r in Run.objects.filter(pk__in=[r.pk for r in runs])}

@@ -8,30 +8,19 @@ import time
 from pathlib import Path
 
 import pytest
-from django.conf import settings as django_settings
 from django.utils import timezone
 
 from poller.loop import Poller
 from scheduler import services
 from scheduler.models import Run
-from tests.poller_helpers import run_to_end, tick_until
+from tests.poller_helpers import poller_fixture, run_to_end, tick_until
 
 PROGRAMS = Path(__file__).parent / "programs"
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("test_programs")]
 
 
-@pytest.fixture(scope="module")
-def poller(django_db_blocker):
-    p = Poller(name="test-fork", services_per_resource=2)
-    yield p
-    with django_db_blocker.unblock():
-        p.close()
-
-
-@pytest.fixture(autouse=True)
-def _programs(settings):
-    settings.SCHEDULER_PROGRAM_DIRS = [*django_settings.SCHEDULER_PROGRAM_DIRS, PROGRAMS]
+poller = poller_fixture("test-fork", services=2, scope="module")
 
 
 def _queue(definition, **params) -> Run:

@@ -6,20 +6,16 @@ import hashlib
 import time
 
 import pytest
-from django.conf import settings as django_settings
 
-from poller.loop import Poller
 from scheduler import services
 from scheduler.models import ExecutionResource, Run, TaskDefinition, TaskParameter
-from tests.poller_helpers import run_to_end, tick_until
-from tests.poller_process import PROGRAMS
+from tests.poller_helpers import poller_fixture, run_to_end, tick_until
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-
-@pytest.fixture(autouse=True)
-def _programs(settings):
-    settings.SCHEDULER_PROGRAM_DIRS = [*django_settings.SCHEDULER_PROGRAM_DIRS, PROGRAMS]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.slow,
+    pytest.mark.usefixtures("test_programs"),
+]
 
 
 @pytest.fixture
@@ -34,7 +30,7 @@ def cluster(slurm, tmp_path):
 
 
 @pytest.fixture
-def behave(cluster):
+def slurm_behave(cluster):
     d = TaskDefinition.objects.create(
         name="Behave slurm", program="behave.py", default_resource=cluster
     )
@@ -42,12 +38,7 @@ def behave(cluster):
     return d
 
 
-@pytest.fixture
-def poller(django_db_blocker):
-    p = Poller(name="test-slurm", services_per_resource=1)
-    yield p
-    with django_db_blocker.unblock():
-        p.close()
+poller = poller_fixture("test-slurm", services=1)
 
 
 def _job_number(run: Run) -> str:
@@ -55,9 +46,7 @@ def _job_number(run: Run) -> str:
     return run.saga_job_id.rsplit("[", 1)[1].rstrip("]")
 
 
-def test_the_hello_example_runs_as_a_slurm_job_with_messages_and_files_home(
-    poller, cluster, slurm
-):
+def test_the_hello_example_runs_as_a_slurm_job_with_messages_and_files_home(poller, cluster, slurm):
     hello = TaskDefinition.objects.create(
         name="Hello slurm", program="hello.py", default_resource=cluster
     )
@@ -74,17 +63,19 @@ def test_the_hello_example_runs_as_a_slurm_job_with_messages_and_files_home(
     assert run.files.filter(kind="stdout").exists()
 
 
-def test_a_failing_program_on_slurm_fails_with_its_stderr(poller, behave):
+def test_a_failing_program_on_slurm_fails_with_its_stderr(poller, slurm_behave):
     run = run_to_end(
-        poller, services.run_enqueue(definition=behave, parameters={"mode": "exit"}), timeout=90
+        poller,
+        services.run_enqueue(definition=slurm_behave, parameters={"mode": "exit"}),
+        timeout=90,
     )
     assert run.state == Run.State.FAILED
     assert run.exit_code == 3
     assert "about to exit with 3" in run.error
 
 
-def test_cancel_ends_the_slurm_job(poller, behave, slurm):
-    run = services.run_enqueue(definition=behave, parameters={"mode": "sleep"})
+def test_cancel_ends_the_slurm_job(poller, slurm_behave, slurm):
+    run = services.run_enqueue(definition=slurm_behave, parameters={"mode": "sleep"})
     tick_until(
         poller,
         lambda: Run.objects.get(pk=run.pk).progress >= 3,  # the program is really going
@@ -102,8 +93,8 @@ def test_cancel_ends_the_slurm_job(poller, behave, slurm):
     assert job not in slurm.queued_job_ids(), "the batch job really ended"
 
 
-def test_a_job_slurm_has_forgotten_is_finished_from_the_exit_record(poller, behave, slurm):
-    run = services.run_enqueue(definition=behave)
+def test_a_job_slurm_has_forgotten_is_finished_from_the_exit_record(poller, slurm_behave, slurm):
+    run = services.run_enqueue(definition=slurm_behave)
     tick_until(poller, lambda: bool(Run.objects.get(pk=run.pk).saga_job_id), timeout=60)
     run.refresh_from_db()
     job = _job_number(run)
@@ -178,9 +169,7 @@ def test_a_run_on_slurm_over_ssh_ends_with_its_files_home(
     sshd_server = slurm_login_node
     remote = ExecutionResource.objects.create(
         name="cluster-over-ssh",
-        job_service_url=(
-            f"slurm+ssh://{sshd_server.user}@{sshd_server.host}:{sshd_server.port}/"
-        ),
+        job_service_url=(f"slurm+ssh://{sshd_server.user}@{sshd_server.host}:{sshd_server.port}/"),
         ssh_user=sshd_server.user,
         ssh_key_path=sshd_server.key_path,
         queue="debug",

@@ -7,20 +7,16 @@ import sys
 import time
 
 import pytest
-from django.conf import settings as django_settings
 
-from poller.loop import Poller
 from scheduler import services
 from scheduler.models import ExecutionResource, Run, TaskDefinition, TaskParameter
-from tests.poller_helpers import run_to_end, tick_until
-from tests.poller_process import PROGRAMS
+from tests.poller_helpers import poller_fixture, run_to_end, tick_until
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-
-@pytest.fixture(autouse=True)
-def _programs(settings):
-    settings.SCHEDULER_PROGRAM_DIRS = [*django_settings.SCHEDULER_PROGRAM_DIRS, PROGRAMS]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.slow,
+    pytest.mark.usefixtures("test_programs"),
+]
 
 
 @pytest.fixture
@@ -36,7 +32,7 @@ def ssh_resource(sshd_server, tmp_path):
 
 
 @pytest.fixture
-def behave(ssh_resource):
+def ssh_behave(ssh_resource):
     d = TaskDefinition.objects.create(
         name="Behave ssh", program="behave.py", default_resource=ssh_resource
     )
@@ -44,12 +40,7 @@ def behave(ssh_resource):
     return d
 
 
-@pytest.fixture
-def poller(django_db_blocker):
-    p = Poller(name="test-ssh", services_per_resource=1)
-    yield p
-    with django_db_blocker.unblock():
-        p.close()
+poller = poller_fixture("test-ssh", services=1)
 
 
 def test_the_hello_example_on_an_ssh_resource_ends_with_its_messages_and_files_home(
@@ -71,9 +62,9 @@ def test_the_hello_example_on_an_ssh_resource_ends_with_its_messages_and_files_h
     assert run.resource.last_ok_at is not None
 
 
-def test_a_failure_over_ssh_carries_the_stderr_tail(poller, behave):
+def test_a_failure_over_ssh_carries_the_stderr_tail(poller, ssh_behave):
     run = run_to_end(
-        poller, services.run_enqueue(definition=behave, parameters={"mode": "exit"}), timeout=90
+        poller, services.run_enqueue(definition=ssh_behave, parameters={"mode": "exit"}), timeout=90
     )
     assert (run.state, run.exit_code) == (Run.State.FAILED, 3)
     assert "about to exit with 3" in run.error
@@ -116,9 +107,9 @@ def test_a_remote_run_directory_gets_the_same_checks_links_and_hard_links_are_no
 
 
 def test_the_host_going_away_mid_run_stops_nothing_else_and_the_run_is_accounted_for(
-    poller, behave, sshd_server, local_resource
+    poller, ssh_behave, sshd_server, local_resource
 ):
-    run = services.run_enqueue(definition=behave, parameters={"mode": "nap"})
+    run = services.run_enqueue(definition=ssh_behave, parameters={"mode": "nap"})
     tick_until(poller, lambda: Run.objects.get(pk=run.pk).progress >= 11, timeout=90)
 
     sshd_server.stop()  # the host goes away: server and sessions
@@ -134,7 +125,7 @@ def test_the_host_going_away_mid_run_stops_nothing_else_and_the_run_is_accounted
         assert Run.objects.get(pk=other.pk).state == Run.State.SUCCEEDED
         tick_until(
             poller,
-            lambda: ExecutionResource.objects.get(pk=behave.default_resource_id).last_error,
+            lambda: ExecutionResource.objects.get(pk=ssh_behave.default_resource_id).last_error,
             timeout=120,
         )
         down_for = time.monotonic() - start
@@ -147,5 +138,5 @@ def test_the_host_going_away_mid_run_stops_nothing_else_and_the_run_is_accounted
     assert run.is_final
     if run.state != Run.State.SUCCEEDED:
         assert run.error, "a run that did not succeed says why"
-    error = ExecutionResource.objects.get(pk=behave.default_resource_id).last_error
+    error = ExecutionResource.objects.get(pk=ssh_behave.default_resource_id).last_error
     assert "sshhost" in error and down_for < 180

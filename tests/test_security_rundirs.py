@@ -19,30 +19,19 @@ from django.contrib.auth.models import Group
 from django.urls import reverse
 
 from poller import rundir as rundirs
-from poller.loop import Poller
 from scheduler import services
 from scheduler.models import ApiToken, OutputFile, Run, TaskDefinition, TaskParameter
 from scheduler.tokens import token_issue
 from tests.helpers import require_or_skip
-from tests.poller_helpers import run_to_end, tick_until
+from tests.poller_helpers import poller_fixture, run_to_end, tick_until
 
 PROGRAMS = Path(__file__).parent / "programs"
 SECRET = "s3cr3t-site-key-never-to-be-shown"
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("test_programs")]
 
 
-@pytest.fixture(scope="module")
-def poller(django_db_blocker):
-    p = Poller(name="test-hostile", services_per_resource=2)
-    yield p
-    with django_db_blocker.unblock():
-        p.close()
-
-
-@pytest.fixture(autouse=True)
-def _programs(settings):
-    settings.SCHEDULER_PROGRAM_DIRS = [*django_settings.SCHEDULER_PROGRAM_DIRS, PROGRAMS]
+poller = poller_fixture("test-hostile", services=2, scope="module")
 
 
 @pytest.fixture

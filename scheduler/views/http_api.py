@@ -21,7 +21,7 @@ from django.urls import reverse
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 
-from scheduler import access, api, downloads, services
+from scheduler import access, api, downloads, serializers, services
 from scheduler.exceptions import Forbidden, NotFound, SchedulerError
 from scheduler.models import OutputFile, Run
 from scheduler.openapi import schema
@@ -145,25 +145,14 @@ def _int_param(request, name: str, default: int, low: int, high: int) -> int:
     return value
 
 
-def _iso(value):
-    return value.isoformat() if value is not None else None
-
-
 def _run_json(status: dict[str, Any]) -> dict[str, Any]:
-    out = {k: (_iso(v) if k.endswith("_at") else v) for k, v in status.items()}
-    out["url"] = reverse("api:run", args=[status["run_id"]])
-    return out
+    """A run (serializers.run_data, as the Python API answers it) and its URL."""
+    return {**serializers.as_json(status), "url": reverse("api:run", args=[status["run_id"]])}
 
 
 def _file_json(run_id: int, f: OutputFile) -> dict[str, Any]:
     return {
-        "id": f.pk,
-        "name": f.name,
-        "kind": f.kind,
-        "size": f.size,
-        "sha256": f.sha256,
-        "content_type": f.content_type,
-        "created_at": _iso(f.created_at),
+        **serializers.as_json(serializers.file_data(f)),
         "download_url": reverse("api:file-download", args=[run_id, f.pk]),
     }
 
@@ -288,10 +277,7 @@ def run(request, run_id: int):
     # The newest messages and the first page of files: a run may hold 10,000
     # messages and 1,000 files (SCHEDULER_MAX_MESSAGES, SCHEDULER_MAX_FILES).
     newest = list(run.messages.order_by("-id")[:RUN_MESSAGES])[::-1]
-    out["messages"] = [
-        {"time": _iso(m.created_at), "level": m.level, "text": m.text, "progress": m.progress}
-        for m in newest
-    ]
+    out["messages"] = [serializers.as_json(serializers.message_data(m)) for m in newest]
     out["message_count"] = run.messages.count()
     out["messages_dropped"] = run.messages_dropped
     files = list(run.files.order_by("kind", "name")[: DEFAULT_LIMIT + 1])

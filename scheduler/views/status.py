@@ -8,7 +8,7 @@ from pathlib import Path
 from django.http import Http404, JsonResponse
 from django.views.decorators.http import require_GET
 
-from scheduler import access
+from scheduler import access, serializers
 from scheduler.models import OutputFile, Run
 
 TAIL_BYTES = 4096
@@ -56,7 +56,9 @@ def run_status(request, run_id: int):
     user = request.user
     if not (user.is_authenticated and user.is_staff and user.has_perm("scheduler.view_run")):
         raise Http404("No such run.")
-    run = access.visible_runs(user).select_related("resource").filter(pk=run_id).first()
+    run = (
+        access.visible_runs(user).select_related("resource", "definition").filter(pk=run_id).first()
+    )
     if run is None:
         raise Http404("No such run.")
     try:
@@ -66,25 +68,12 @@ def run_status(request, run_id: int):
     messages = run.messages.filter(id__gt=after).order_by("id")[:100]
     return JsonResponse(
         {
-            "id": run.pk,
-            "state": run.state,
+            **serializers.as_json(serializers.run_data(run)),
             "state_label": run.get_state_display(),
             "is_final": run.is_final,
-            "progress": run.progress,
-            "status_message": run.status_message,
-            "error": run.error,
-            "exit_code": run.exit_code,
-            "messages": [
-                {
-                    "id": m.pk,
-                    "time": m.created_at.isoformat(),
-                    "level": m.level,
-                    "text": m.text,
-                    "progress": m.progress,
-                }
-                for m in messages
-            ],
+            "messages": [serializers.as_json(serializers.message_data(m)) for m in messages],
             "message_count": run.messages.count(),
+            "messages_dropped": run.messages_dropped,
             "stdout_tail": _log_tail(run, OutputFile.Kind.STDOUT),
             "stderr_tail": _log_tail(run, OutputFile.Kind.STDERR),
         }

@@ -23,7 +23,7 @@
     var state = document.querySelector(".field-state_display .run-state");
     if (state) { state.textContent = data.state_label; state.className = "run-state run-state-" + data.state.toLowerCase(); }
     var status = document.querySelector(".field-status_message .readonly");
-    if (status) { status.textContent = data.status_message; }
+    if (status) { status.textContent = data.message; }
     var empty = table.querySelector("tr.empty");
     if (empty && data.messages.length) { empty.remove(); }
     data.messages.forEach(function (m) {
