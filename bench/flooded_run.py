@@ -48,6 +48,7 @@ def main() -> None:
     from django.utils import timezone
 
     from scheduler import services
+    from scheduler.http.tokens import token_issue
     from scheduler.models import (
         ApiToken,
         ExecutionResource,
@@ -57,7 +58,6 @@ def main() -> None:
         TaskDefinition,
     )
     from scheduler.roles import VIEWERS, sync_roles
-    from scheduler.tokens import token_issue
 
     setup_test_environment()
     settings.ALLOWED_HOSTS = ["testserver"]

@@ -5,6 +5,6 @@ from django.views.generic import RedirectView
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("scheduler/", include("scheduler.urls")),
-    path("api/v1/", include("scheduler.api_urls")),
+    path("api/v1/", include("scheduler.http.urls")),
     path("admin/", admin.site.urls),
 ]

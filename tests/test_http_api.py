@@ -12,8 +12,8 @@ from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from scheduler import services
+from scheduler.http.tokens import token_issue
 from scheduler.models import ApiToken, AuditEvent, OutputFile, Run
-from scheduler.tokens import token_issue
 
 API = "/api/v1/"
 

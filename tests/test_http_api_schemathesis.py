@@ -22,8 +22,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from scheduler import services
+from scheduler.http.tokens import token_issue
 from scheduler.models import ApiToken, OutputFile
-from scheduler.tokens import token_issue
 
 pytestmark = pytest.mark.django_db
 

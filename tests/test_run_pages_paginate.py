@@ -6,8 +6,8 @@ import pytest
 from django.urls import reverse
 
 from scheduler import services
+from scheduler.http.tokens import token_issue
 from scheduler.models import ApiToken, OutputFile, Run, StatusMessage
-from scheduler.tokens import token_issue
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ from django.contrib.auth.models import Group, User
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
+from scheduler.http.tokens import token_issue
 from scheduler.models import ApiToken, OutputFile, Run, TaskDefinition
 from scheduler.roles import OPERATORS
-from scheduler.tokens import token_issue
 from tests.conftest import PASSWORD
 
 OUTSIDE = b"OUTSIDE-THE-STORE-3c1d"

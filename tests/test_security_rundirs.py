@@ -20,8 +20,8 @@ from django.urls import reverse
 
 from poller import rundir as rundirs
 from scheduler import services
+from scheduler.http.tokens import token_issue
 from scheduler.models import ApiToken, OutputFile, Run, TaskDefinition, TaskParameter
-from scheduler.tokens import token_issue
 from tests.helpers import require_or_skip
 from tests.poller_helpers import poller_fixture, run_to_end, tick_until
 

@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from demo.models import Measurement, Summary
 from project import urls as project_urls
+from scheduler.http.tokens import token_issue
 from scheduler.models import (
     ApiToken,
     AuditEvent,
@@ -43,7 +44,6 @@ from scheduler.models import (
     TaskParameter,
 )
 from scheduler.roles import OPERATORS, VIEWERS
-from scheduler.tokens import token_issue
 from tests.conftest import PASSWORD
 
 ROLES = ("anonymous", "nonstaff", "viewer", "operator", "administrator", "outsider", "superuser")
@@ -216,7 +216,7 @@ EXPECTED: dict[str, str | dict[str, str]] = {
     ),
     **model_admin("demo/measurement", changelist=SUPER, add=SUPER, change=SUPER, delete=SUPER),
     **model_admin("demo/summary", changelist=SUPER, add=SUPER, change=SUPER, delete=SUPER),
-    # --- HTTP API (scheduler/api_urls.py): a token per role; 401 without one, 403
+    # --- HTTP API (scheduler/http/urls.py): a token per role; 401 without one, 403
     # for a token of a user with no scheduler role, 404 outside the groups --------
     "api/v1/openapi.json": "200 200 200 200 200 200 200",  # describes, reveals nothing
     "api/v1/definitions/": "401 403 200 200 200 200 200",

@@ -15,8 +15,8 @@ from django.utils.html import format_html
 from import_export.admin import ExportActionMixin, ImportExportModelAdmin
 
 from scheduler import access, services
-from scheduler.admin_audit import AuditedAdminMixin
-from scheduler.admin_recurrence import RecurrenceAdmin  # noqa: F401 - registers it
+from scheduler.admin.audit import AuditedAdminMixin
+from scheduler.admin.recurrences import RecurrenceAdmin  # noqa: F401 - registers it
 from scheduler.exceptions import SchedulerError
 from scheduler.forms import run_now_form_class
 from scheduler.import_export_resources import (
@@ -545,7 +545,7 @@ class ApiTokenAdmin(AuditedAdminMixin, admin.ModelAdmin):
         return False
 
     def save_model(self, request, obj, form, change):
-        from scheduler.tokens import token_issue
+        from scheduler.http.tokens import token_issue
 
         key = token_issue(token=obj)
         self.message_user(

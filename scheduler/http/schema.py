@@ -1,4 +1,4 @@
-"""The OpenAPI 3 schema of the HTTP API (scheduler/views/http_api.py), served at
+"""The OpenAPI 3 schema of the HTTP API (scheduler/http/views.py), served at
 /api/v1/openapi.json. Written by hand next to the views; a schemathesis run in
 the test suite checks the two agree and that no request makes a server error."""
 

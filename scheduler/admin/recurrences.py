@@ -9,7 +9,7 @@ from django.utils.html import format_html, format_html_join
 from import_export.admin import ImportExportModelAdmin
 
 from scheduler import access, services
-from scheduler.admin_audit import AuditedAdminMixin
+from scheduler.admin.audit import AuditedAdminMixin
 from scheduler.import_export_resources import RecurrenceResource
 from scheduler.models import Recurrence
 

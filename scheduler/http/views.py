@@ -6,7 +6,7 @@ user's role decides what it may do (viewers read and download, operators also
 queue and cancel), and a run of a definition the user may not see answers 404,
 like an unknown one. Every error is JSON ``{"error": "...", "detail": ...}``
 with a fitting status; bad input is a 400 with the reason, never a 500.
-The schema is served at /api/v1/openapi.json (scheduler/openapi.py).
+The schema is served at /api/v1/openapi.json (scheduler/http/schema.py).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from django.views.decorators.csrf import csrf_exempt
 
 from scheduler import access, api, downloads, serializers, services
 from scheduler.exceptions import Forbidden, NotFound, SchedulerError
+from scheduler.http.schema import schema
+from scheduler.http.tokens import token_user
 from scheduler.models import OutputFile, Run
-from scheduler.openapi import schema
-from scheduler.tokens import token_user
 
 MAX_BODY = 64 * 1024  # a run request is small; a bigger body is refused
 DEFAULT_LIMIT = 50
