@@ -151,8 +151,13 @@ def read_new_events(
     return events, malformed, start_offset + position
 
 
+def outputs_in(events: list[Event]) -> list[tuple[str, str]]:
+    """(name, path) of each output registration among ``events``, in order.
+    Empty names stay in, so that the caller refuses them with a message."""
+    return [(e.name, e.path) for e in events if e.type == "output" and e.name is not None]
+
+
 def registered_outputs(data: bytes) -> dict[str, str]:
     """name -> path of every output the task registered (the whole stream)."""
     events, _, _ = read_new_events(data, 0, max_chars=200)
-    # Empty names stay in, so that the caller refuses them with a message.
-    return {e.name: e.path for e in events if e.type == "output" and e.name is not None}
+    return dict(outputs_in(events))

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from poller.events import registered_outputs
+from poller.events import MAX_LINE_BYTES, outputs_in, read_new_events
 from poller.rundir import (
     EVENTS_FILE,
     STDERR_FILE,
@@ -43,8 +43,6 @@ from poller.rundir import (
 )
 
 MAX_NAME_LENGTH = 200
-# events.jsonl is read in pieces this big (the source may cap a read anyway).
-STREAM_CHUNK = 4 * 1024 * 1024
 
 KIND_OUTPUT, KIND_STDOUT, KIND_STDERR = "output", "stdout", "stderr"
 
@@ -129,16 +127,33 @@ class FileResult:
         }
 
 
-def read_stream(source: RunDirSource, run_dir: str, name: str = EVENTS_FILE) -> bytes:
-    """The whole of a file the source reads in bounded pieces."""
-    parts: list[bytes] = []
+def registered(
+    source: RunDirSource, run_dir: str, *, max_files: int = 0
+) -> tuple[list[tuple[str, str]], int, str]:
+    """The outputs the task registered, name -> path in order of registration,
+    the first ``max_files`` names when that is not 0; how many registrations
+    of other names were over that limit, and the first of those names.
+
+    The event stream is the task's and may be any size: it is read a bounded
+    piece at a time (at most the longest line there may be), never whole."""
+    outputs: dict[str, str] = {}
+    over, first_over = 0, ""
     offset = 0
     while True:
-        piece = source.read_from(run_dir, name, offset)
+        piece = source.read_from(run_dir, EVENTS_FILE, offset, MAX_LINE_BYTES)
         if not piece:
-            return b"".join(parts)
-        parts.append(piece)
-        offset += len(piece)
+            break
+        events, _, new_offset = read_new_events(piece, offset, max_chars=200)
+        for name, path in outputs_in(events):
+            if name in outputs or not max_files or len(outputs) < max_files:
+                outputs[name] = path
+            else:
+                over += 1
+                first_over = first_over or name
+        if new_offset == offset:
+            break  # an unfinished last line: the task is still writing it
+        offset = new_offset
+    return list(outputs.items()), over, first_over
 
 
 def wanted_files(
@@ -152,24 +167,21 @@ def wanted_files(
     ]
     refused: list[FileResult] = []
     try:
-        stream = read_stream(source, run_dir)
+        outputs, over, first_over = registered(source, run_dir, max_files=max_files)
     except RefusedFile as exc:
         return wanted, [
             FileResult(EVENTS_FILE, KIND_OUTPUT, message=refusal_text(EVENTS_FILE, exc))
         ]
-    outputs = list(registered_outputs(stream).items())
-    if max_files and len(outputs) > max_files:
-        over = len(outputs) - max_files
+    if over:
         refused.append(
             FileResult(
                 "",
                 KIND_OUTPUT,
                 message=f"{over:,} output files refused: a run brings home at most "
                 f"{max_files:,} (SCHEDULER_MAX_FILES), the first registered; "
-                f"the first refused was {ascii(outputs[max_files][0][:80])}.",
+                f"the first refused was {ascii(first_over[:80])}.",
             )
         )
-        outputs = outputs[:max_files]
     for name, path in outputs:
         try:
             check_name(name)

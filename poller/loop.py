@@ -83,6 +83,9 @@ class _Flight:
     saga_done_at: float | None = None
     # A local run's ``launched`` record, as first read (LocalRunDirs.launched_record).
     launched: dict | None = None
+    # An exit record beside a remote job that SAGA still runs: when to ask again.
+    next_exit_check: float = 0.0
+    exit_check_wait: float = 0.5
     # A sync event asked for the files, and when they last came home (monotonic).
     sync_pending: bool = False
     last_sync: float = float("-inf")
@@ -584,7 +587,9 @@ class Poller:
             services.run_mark_running(run=run, started_at=_launched_at(files, run))
             found = True
         now = time.monotonic()
-        launcher_gone = run.resource.is_local() and files.launcher_gone(run.run_directory)
+        launcher_gone = run.resource.is_local() and files.launcher_gone(
+            run.run_directory, flight.launched
+        )
         if launcher_gone:
             # Cheap local check: the launcher process is gone without an exit
             # record, so ask SAGA now rather than at the next periodic check.
@@ -659,8 +664,16 @@ class Poller:
         still runs waits: the launcher writes its own over it when it ends."""
         if run.resource.is_local():
             return not files.launcher_alive(run.run_directory, flight.launched)
+        # A remote job is asked at once, then less and less often (1, 2, 4 ...
+        # up to SAGA_CHECK_SECONDS): a record another program forged beside a
+        # job that runs for hours must not cost a SAGA round trip every tick.
+        now = time.monotonic()
+        if now < flight.next_exit_check:
+            return False
         state, _ = self._job_state(run)
-        flight.last_saga_check = time.monotonic()
+        flight.last_saga_check = now
+        flight.exit_check_wait = min(SAGA_CHECK_SECONDS, max(1.0, flight.exit_check_wait * 2))
+        flight.next_exit_check = now + flight.exit_check_wait
         return state in ("Done", "Failed", "Canceled", "Unknown")
 
     def _refused(self, run: Run, name: str, exc: rundirs.RefusedFile) -> None:

@@ -22,7 +22,7 @@ from scheduler.models import ExecutionResource
 
 # The names of the files in a run directory. The client library
 # (task_programs/scheduler_client.py) writes them under the same names, and
-# tests/test_run_directory_trust.py checks that the two agree.
+# tests/test_security_rundirs.py checks that the two agree.
 RUN_FILE = "run.json"
 EVENTS_FILE = "events.jsonl"
 EXIT_FILE = "exit.json"
@@ -91,9 +91,14 @@ class OpenedFile:
         self.size = os.fstat(fd).st_size
 
     def chunks(self, limit: int) -> Iterator[bytes]:
+        """The bytes, at most ``limit`` of them."""
+        return self._chunks_of(self.fd, limit)
+
+    @staticmethod
+    def _chunks_of(fd: int, limit: int) -> Iterator[bytes]:
         read = 0
         while read < limit:
-            chunk = os.read(self.fd, min(1024 * 1024, limit - read))
+            chunk = os.read(fd, min(1024 * 1024, limit - read))
             if not chunk:
                 return
             read += len(chunk)
@@ -342,11 +347,12 @@ class LocalRunDirs(RunDirs):
     def launcher_alive(self, run_dir: str, record: dict | None = None) -> bool:
         return self._launcher(run_dir, record) is not None
 
-    def launcher_gone(self, run_dir: str) -> bool:
-        """The cheap check of every tick: the launcher's pid is gone and it left
-        no exit record (killed). A reused pid only delays this until SAGA's
-        periodic check."""
-        record = self.launched_record(run_dir)
+    def launcher_gone(self, run_dir: str, record: dict | None = None) -> bool:
+        """The cheap check of every tick: the launcher's pid (in ``record`` as the
+        poller first read it, else in ``launched``) is gone and it left no exit
+        record (killed). A reused pid only delays this until SAGA's periodic
+        check."""
+        record = record or self.launched_record(run_dir)
         if record is None:
             return False
         try:

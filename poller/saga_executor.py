@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from poller.rundir import RunDirs
+from poller.rundir import OpenedFile, RefusedFile, RunDirs, split_relative
 from scheduler.models import ExecutionResource
 
 logger = logging.getLogger(__name__)
@@ -602,8 +602,6 @@ class RemoteRunDirs(RunDirs):
         checks of poller.rundir.check_stat made on the remote side (no link on
         any step of the path, a regular file, one link, owned by the SSH
         user), then ``OK SIZE``."""
-        from poller.rundir import split_relative
-
         parts = split_relative(relpath)
         steps = [self._q(run_dir, "/".join(parts[:i])) for i in range(1, len(parts) + 1)]
         links = " || ".join(f"test -L {step}" for step in [shlex.quote(run_dir), *steps])
@@ -621,8 +619,6 @@ class RemoteRunDirs(RunDirs):
     @staticmethod
     def _verdict(line: str, relpath: str) -> int:
         """The size from a verdict line of _checked; the refusal as RefusedFile."""
-        from poller.rundir import RefusedFile
-
         word, _, rest = line.strip().partition(" ")
         if word == "OK":
             return int(rest)
@@ -661,26 +657,46 @@ class RemoteRunDirs(RunDirs):
             return b""
         return base64.b64decode(body.strip().encode() or b"")
 
-    def open_regular(self, run_dir: str, relpath: str):
-        """Check the file on the remote side, copy it here over sftp, and answer
-        the local copy, opened (poller.rundir.OpenedFile)."""
+    def open_regular(self, run_dir: str, relpath: str) -> _RemoteFile:
+        """Check the file on the remote side; its bytes come over sftp only when
+        read (``chunks``), so a file over a size limit is refused by its checked
+        size without being copied."""
+        _, out = self._run(f"( {self._checked(run_dir, relpath)} )")  # its own `set --`
+        size = self._verdict(out.strip().splitlines()[-1] if out.strip() else "", relpath)
+        return _RemoteFile(self, f"{run_dir}/{relpath}", relpath, size)
+
+    def _fetch(self, remote: str, relpath: str, local: str) -> None:
+        shell = self._shell()
+        try:
+            with self._lock:
+                shell.stage_from_remote(remote, local)
+        except Exception as exc:  # noqa: BLE001
+            if "No such file" in str(exc):
+                raise FileNotFoundError(relpath) from None
+            raise _error(self.resource, f"Copying {relpath} home failed", exc) from None
+        if not os.path.exists(local):
+            raise FileNotFoundError(relpath)
+
+
+class _RemoteFile(OpenedFile):
+    """A remote run-directory file that passed the checks of _checked, with the
+    size they saw; copied here over sftp when read. The check and the copy are
+    two steps on the remote side (docs/protocol.md, "The trust boundary")."""
+
+    def __init__(self, dirs: RemoteRunDirs, remote: str, relpath: str, size: int) -> None:
+        self.dirs, self.remote, self.relpath, self.size = dirs, remote, relpath, size
+
+    def chunks(self, limit: int) -> Iterator[bytes]:
         import tempfile
 
-        from poller.rundir import OpenedFile
-
-        ret, out = self._run(f"( {self._checked(run_dir, relpath)} )")  # its own `set --`
-        self._verdict(out.strip().splitlines()[-1] if out.strip() else "", relpath)
-        shell = self._shell()
         with tempfile.TemporaryDirectory(prefix="scheduler-fetch-") as tmp:
             local = os.path.join(tmp, "file")
+            self.dirs._fetch(self.remote, self.relpath, local)
+            fd = os.open(local, os.O_RDONLY)
             try:
-                with self._lock:
-                    shell.stage_from_remote(f"{run_dir}/{relpath}", local)
-            except Exception as exc:  # noqa: BLE001
-                if "No such file" in str(exc):
-                    raise FileNotFoundError(relpath) from None
-                raise _error(self.resource, f"Copying {relpath} home failed", exc) from None
-            if not os.path.exists(local):
-                raise FileNotFoundError(relpath)
-            # Opened before the folder goes: the descriptor keeps the bytes.
-            return OpenedFile(os.open(local, os.O_RDONLY))
+                yield from OpenedFile._chunks_of(fd, limit)
+            finally:
+                os.close(fd)
+
+    def close(self) -> None:
+        pass

@@ -388,7 +388,9 @@ def run_record_events(
         # ignore_conflicts: an event stored before (a re-read) is stored once.
         StatusMessage.objects.bulk_create(rows, batch_size=500, ignore_conflicts=True)
         keep = settings.SCHEDULER_MAX_MESSAGES
-        if rows and keep:
+        # Event numbers are unique on a run and start at 1: while the highest
+        # applied is within the limit, so is the number of messages (no query).
+        if rows and keep and max(m["seq"] for m in messages) > keep:
             task_messages = StatusMessage.objects.filter(run_id=run.pk, seq__isnull=False)
             found = list(
                 task_messages.order_by("-seq").values_list("seq", flat=True)[keep - 1 : keep]
@@ -432,7 +434,10 @@ def run_record_files(*, run: Run, results: list) -> list[OutputFile]:
     OutputFile.objects.bulk_create(new_rows, ignore_conflicts=True)
     problems = [r.message for r in results if not r.ok]
     if problems:
-        known = set(run.messages.filter(level="warning").values_list("text", flat=True))
+        # The poller's own warnings (no event number), not the task's messages.
+        known = set(
+            run.messages.filter(level="warning", seq__isnull=True).values_list("text", flat=True)
+        )
         for text in problems:
             if text not in known:  # a second bring-home (sync, then the end) says it once
                 run_add_message(run=run, text=text, level="warning")

@@ -331,3 +331,47 @@ def test_bring_files_home_twice_keeps_one_row_per_file_and_says_a_warning_once(
     assert Path(settings.SCHEDULER_FILE_ROOT, f"{run.pk}/stderr/stderr.txt").exists()
     warnings = list(run.messages.filter(level="warning").values_list("text", flat=True))
     assert warnings == ["Output file 'missing.txt' was registered but is not there."]
+
+
+class _CountingSource(LocalRunDirs):
+    """A local source that remembers how much each read of the stream returned."""
+
+    pieces: list[int]
+
+    def read_from(self, run_dir, name, offset, limit=None):
+        data = super().read_from(run_dir, name, offset, limit)
+        self.pieces.append(len(data))
+        return data
+
+
+def test_the_registered_outputs_are_read_a_bounded_piece_at_a_time(run_dir, store):
+    """The event stream is the task's and may be any size: never read whole.
+    9 MB of status lines with outputs registered between them, over piece ends."""
+    from poller.events import MAX_LINE_BYTES
+    from poller.files_home import registered
+
+    filler = json.dumps({"v": 1, "seq": 0, "type": "status", "message": "x" * 300})
+    with open(run_dir / "events.jsonl", "w") as fh:
+        for i in range(30_000):
+            fh.write(filler + "\n")
+            if i % 10_000 == 9_999:
+                name = f"part{i // 10_000}.txt"
+                fh.write(
+                    json.dumps(
+                        {
+                            "v": 1,
+                            "seq": 1,
+                            "type": "output",
+                            "name": name,
+                            "path": f"outputs/{name}",
+                        }
+                    )
+                    + "\n"
+                )
+    assert (run_dir / "events.jsonl").stat().st_size > 2 * MAX_LINE_BYTES
+    source = _CountingSource(SimpleNamespace(working_root="/unused"))
+    source.pieces = []
+    outputs, over, first_over = registered(source, str(run_dir), max_files=2)
+    assert outputs == [("part0.txt", "outputs/part0.txt"), ("part1.txt", "outputs/part1.txt")]
+    assert (over, first_over) == (1, "part2.txt")
+    assert len(source.pieces) >= 3 and max(source.pieces) <= MAX_LINE_BYTES

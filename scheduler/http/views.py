@@ -31,6 +31,7 @@ MAX_BODY = 64 * 1024  # a run request is small; a bigger body is refused
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 RUN_MESSAGES = 200  # the newest messages in a run's detail
+FILE_ORDER = ("kind", "name", "id")
 
 
 class ApiError(Exception):
@@ -273,14 +274,15 @@ def _queue(request):
 def run(request, run_id: int):
     _need(request, "scheduler.view_run", "see runs")
     run = api._run(run_id, request.user)
-    out = _run_json(api.get_task_status(run.pk, user=request.user))
+    out = _run_json(serializers.run_data(run))
     # The newest messages and the first page of files: a run may hold 10,000
     # messages and 1,000 files (SCHEDULER_MAX_MESSAGES, SCHEDULER_MAX_FILES).
     newest = list(run.messages.order_by("-id")[:RUN_MESSAGES])[::-1]
     out["messages"] = [serializers.as_json(serializers.message_data(m)) for m in newest]
     out["message_count"] = run.messages.count()
     out["messages_dropped"] = run.messages_dropped
-    files = list(run.files.order_by("kind", "name")[: DEFAULT_LIMIT + 1])
+    # The order of the file list, so that files_next goes on where this stops.
+    files = list(run.files.order_by(*FILE_ORDER)[: DEFAULT_LIMIT + 1])
     out["files"] = [_file_json(run.pk, f) for f in files[:DEFAULT_LIMIT]]
     out["file_count"] = run.files.count()
     out["files_next"] = (
@@ -313,7 +315,7 @@ def files(request, run_id: int):
     _need(request, "scheduler.view_outputfile", "see output files")
     limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     offset = _int_param(request, "offset", 0, 0, 10**9)
-    found = list(run.files.order_by("kind", "name", "id")[offset : offset + limit + 1])
+    found = list(run.files.order_by(*FILE_ORDER)[offset : offset + limit + 1])
     return _page(request, found, limit, offset, lambda f: _file_json(run.pk, f))
 
 
