@@ -96,8 +96,12 @@ def submit_task(
     resource: ExecutionResource | str | None = None,
     run_at: dt.datetime | None = None,
     user=None,
+    json_types: bool = False,
 ) -> int:
-    """Queue a run of ``definition`` (instance, name or id); return the run id."""
+    """Queue a run of ``definition`` (instance, name or id); return the run id.
+
+    ``json_types``: the parameters came as JSON (the HTTP API), so a number must be
+    a number: ``"10"`` for an integer parameter is refused, not read."""
     if user is not None and not user.has_perm("scheduler.run_taskdefinition"):
         raise Forbidden("You may not queue runs.")
     run_at = _utc(run_at, "run_at")
@@ -109,6 +113,7 @@ def submit_task(
         resource=_resource(resource),
         due_at=run_at,
         requested_by=user,
+        json_types=json_types,
     )
     return run.pk
 

@@ -16,10 +16,40 @@ class ParameterError(ValueError):
     """A value does not fit its parameter; the message says why, for an operator."""
 
 
-def coerce_value(param: Any, raw: Any) -> Any:
-    """Return ``raw`` as the parameter's type, or raise ParameterError."""
+# The JSON types a value may have per parameter type when it comes as JSON (the
+# HTTP API): JSON has numbers and booleans, so "10" for an integer is a mistake
+# to report, not text to read. Forms, the CLI and schedules send text and keep
+# being read leniently.
+JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int, float),
+    "float": (int, float),
+    "boolean": (bool,),
+    "choice": (str, int, float),
+    "date": (str,),
+}
+JSON_TYPE_NAMES = {
+    "string": "a JSON string",
+    "integer": 'a JSON number (e.g. 10, not "10")',
+    "float": 'a JSON number (e.g. 2.5, not "2.5")',
+    "boolean": "true or false (not a string)",
+    "choice": "one of its choices as a JSON string",
+    "date": "a JSON string YYYY-MM-DD",
+}
+
+
+def coerce_value(param: Any, raw: Any, *, json_types: bool = False) -> Any:
+    """Return ``raw`` as the parameter's type, or raise ParameterError.
+
+    With ``json_types`` the value must already have its JSON type (see JSON_TYPES)."""
     kind = param.type
     name = param.name
+    if json_types and kind in JSON_TYPES:
+        allowed = JSON_TYPES[kind]
+        if not isinstance(raw, allowed) or (isinstance(raw, bool) and bool not in allowed):
+            raise ParameterError(
+                f"{name}: expected {JSON_TYPE_NAMES[kind]}, got {_json_type(raw)} {raw!r}."
+            )
     if kind == "string":
         if not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
             raise ParameterError(f"{name}: expected text, got {type(raw).__name__}.")
@@ -72,11 +102,30 @@ def coerce_value(param: Any, raw: Any) -> Any:
     raise ParameterError(f"{name}: unknown parameter type {kind!r}.")
 
 
-def clean_parameters(definition: Any, values: dict[str, Any] | None) -> dict[str, Any]:
+def _json_type(raw: Any) -> str:
+    if raw is None:
+        return "null"
+    if isinstance(raw, bool):
+        return "a boolean"
+    if isinstance(raw, (int, float)):
+        return "a number"
+    if isinstance(raw, str):
+        return "a string"
+    if isinstance(raw, list):
+        return "an array"
+    if isinstance(raw, dict):
+        return "an object"
+    return type(raw).__name__
+
+
+def clean_parameters(
+    definition: Any, values: dict[str, Any] | None, *, json_types: bool = False
+) -> dict[str, Any]:
     """Check ``values`` against the definition's parameters; fill in defaults.
 
     Raises ParameterError listing every problem (unknown names, missing required
-    values, values of the wrong type) in one message.
+    values, values of the wrong type) in one message. ``json_types``: the values
+    came as JSON and must have their JSON types (coerce_value).
     """
     values = dict(values or {})
     if not isinstance(values, dict):
@@ -88,7 +137,7 @@ def clean_parameters(definition: Any, values: dict[str, Any] | None) -> dict[str
     for param in params:
         if param.name in values and values[param.name] not in (None, ""):
             try:
-                cleaned[param.name] = coerce_value(param, values[param.name])
+                cleaned[param.name] = coerce_value(param, values[param.name], json_types=json_types)
             except ParameterError as exc:
                 problems.append(str(exc))
         elif param.type == "boolean" and param.name in values:

@@ -69,16 +69,18 @@ def run_target(
     parameters: dict[str, Any] | None,
     resource: ExecutionResource | None = None,
     enabled_resources: set[int] | None = None,
+    json_types: bool = False,
 ) -> tuple[dict[str, Any], ExecutionResource]:
     """The checks every queued run passes, by hand or from a schedule: the
     definition is enabled, the parameters are clean, the resource (given, or the
     definition's default) is enabled. Answers the cleaned parameters and the
     resource; SchedulerError with the reason otherwise. ``enabled_resources``
-    (ids) spares a query per run when a caller checks many at once."""
+    (ids) spares a query per run when a caller checks many at once; ``json_types``:
+    the parameters came as JSON and must have their JSON types (the HTTP API)."""
     if not definition.enabled:
         raise InvalidRequest(f"Definition {definition.name!r} is disabled.")
     try:
-        cleaned = clean_parameters(definition, parameters)
+        cleaned = clean_parameters(definition, parameters, json_types=json_types)
     except ParameterError as exc:
         raise InvalidRequest(f"Bad parameters for {definition.name!r}: {exc}") from None
     resource = resource or default_resource_for(definition)
@@ -102,9 +104,13 @@ def run_enqueue(
     recurrence: Recurrence | None = None,
     attempt: int = 1,
     retry_of: Run | None = None,
+    json_types: bool = False,
 ) -> Run:
-    """Queue a run of ``definition``; parameters are checked against its typed parameters."""
-    cleaned, resource = run_target(definition=definition, parameters=parameters, resource=resource)
+    """Queue a run of ``definition``; parameters are checked against its typed
+    parameters (``json_types``: strictly, as JSON values; see run_target)."""
+    cleaned, resource = run_target(
+        definition=definition, parameters=parameters, resource=resource, json_types=json_types
+    )
     now = timezone.now()
     return Run.objects.create(
         definition=definition,

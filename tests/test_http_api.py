@@ -84,7 +84,7 @@ def test_an_operator_queues_a_run_with_typed_parameters(client, definition, toke
         "POST",
         "runs/",
         tokens["operator"],
-        {"definition": "Hello", "parameters": {"count": "3", "loud": True}},
+        {"definition": "Hello", "parameters": {"count": 3, "loud": True, "ratio": 2}},
         REMOTE_ADDR="192.0.2.9",
     )
     assert response.status_code == 201, response.content
@@ -120,6 +120,33 @@ def test_a_later_run_time_is_kept(client, definition, tokens):
         ('{"parameters": {}}', 400, "definition"),
         ('{"definition": "Nope"}', 404, "Unknown task definition"),
         ('{"definition": "Hello", "parameters": {"count": "many"}}', 400, "count"),
+        # JSON has numbers and booleans: their text is a mistake, not a value.
+        (
+            '{"definition": "Hello", "parameters": {"count": "10"}}',
+            400,
+            'count: expected a JSON number (e.g. 10, not "10"), got a string',
+        ),
+        (
+            '{"definition": "Hello", "parameters": {"ratio": "2.5"}}',
+            400,
+            "ratio: expected a JSON number",
+        ),
+        (
+            '{"definition": "Hello", "parameters": {"loud": "yes"}}',
+            400,
+            "loud: expected true or false",
+        ),
+        ('{"definition": "Hello", "parameters": {"loud": 1}}', 400, "loud: expected true or false"),
+        (
+            '{"definition": "Hello", "parameters": {"greeting": 5}}',
+            400,
+            "greeting: expected a JSON string",
+        ),
+        (
+            '{"definition": "Hello", "parameters": {"count": 2.5}}',
+            400,
+            "count: 2.5 is not a whole number",
+        ),
         ('{"definition": "Hello", "parameters": {"colour": 1}}', 400, "colour: no such parameter"),
         ('{"definition": "Hello", "parameters": [1]}', 400, "parameters must be an object"),
         ('{"definition": "Hello", "resource": "mars"}', 400, "Unknown execution resource"),

@@ -256,6 +256,7 @@ def _queue(request):
         resource=resource or None,
         run_at=_datetime(data.get("run_at"), "run_at"),
         user=request.user,
+        json_types=True,
     )
     run = Run.objects.get(pk=run_id)
     services.audit_record(

@@ -5,15 +5,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('scheduler', '0002_seed_local_resource_and_roles'),
+        ("scheduler", "0002_seed_local_resource_and_roles"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='run',
-            index=models.Index(fields=['state', '-queued_at', '-id'], name='run_state_list_idx'),
+            model_name="run",
+            index=models.Index(fields=["state", "-queued_at", "-id"], name="run_state_list_idx"),
         ),
     ]

@@ -5,15 +5,20 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('scheduler', '0003_run_state_list_index'),
+        ("scheduler", "0003_run_state_list_index"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='taskdefinition',
-            name='notify_emails',
-            field=models.TextField(blank=True, default='', help_text='Addresses mailed like subscribers, e.g. a team list; separated by commas or new lines, e.g. ops@example.org, lab@example.org.', validators=[scheduler.models.validate_email_list], verbose_name='more addresses to mail'),
+            model_name="taskdefinition",
+            name="notify_emails",
+            field=models.TextField(
+                blank=True,
+                default="",
+                help_text="Addresses mailed like subscribers, e.g. a team list; separated by commas or new lines, e.g. ops@example.org, lab@example.org.",
+                validators=[scheduler.models.validate_email_list],
+                verbose_name="more addresses to mail",
+            ),
         ),
     ]

@@ -4,16 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('scheduler', '0005_run_dir_trust'),
+        ("scheduler", "0005_run_dir_trust"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='pollerheartbeat',
-            name='cron',
-            field=models.BooleanField(default=False, help_text='A poller that ticks once a minute from cron (run_poller --once), not a long-lived service: it counts as alive for longer between beats.', verbose_name='from cron'),
+            model_name="pollerheartbeat",
+            name="cron",
+            field=models.BooleanField(
+                default=False,
+                help_text="A poller that ticks once a minute from cron (run_poller --once), not a long-lived service: it counts as alive for longer between beats.",
+                verbose_name="from cron",
+            ),
         ),
     ]
 
