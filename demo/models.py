@@ -26,6 +26,7 @@ class Summary(models.Model):
 
     class Meta:
         ordering = ["-computed_at"]
+        verbose_name_plural = "summaries"
 
     def __str__(self) -> str:
         return f"{self.name}: n={self.count}"

@@ -227,3 +227,21 @@ def test_the_run_list_never_counts_more_than_the_cap(client, roles, world, setti
     finally:
         paginator.COUNT_CAP = old
     assert "11 runs" in page
+
+
+def test_every_page_names_an_icon_and_favicon_ico_is_served(client, roles):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 200 and response["Content-Type"] == "image/png"
+    assert response.content.startswith(b"\x89PNG\r\n\x1a\n")
+    login = client.get(reverse("admin:login")).content.decode()
+    assert 'rel="icon"' in login and "scheduler/favicon.png" in login
+    client.login(username="administrator", password=PASSWORD)
+    index = client.get(reverse("admin:index")).content.decode()
+    assert 'rel="icon"' in index
+    # the stylesheet comes once, from base_site, not again from each page
+    assert index.count("scheduler/scheduler.css") == 1
+
+
+def test_the_admin_index_spells_summaries(admin_client):
+    index = admin_client.get(reverse("admin:index")).content.decode()
+    assert "Summaries" in index and "Summarys" not in index

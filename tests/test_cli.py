@@ -174,3 +174,32 @@ def test_fetch_copies_files_and_checks_their_hashes(definition, tmp_path):
     (store / "out.csv").write_bytes(b"tampered\n")
     with pytest.raises(CommandError, match="did not arrive intact"):
         runs("fetch", str(run.pk), "--dest", str(tmp_path / "again"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reader_that_stops_early_gets_no_traceback(definition):
+    """`manage.py runs show 8 | head -2`: the reader closes the pipe after two lines."""
+    import subprocess
+    import sys
+
+    from tests.poller_process import ROOT, poller_env
+
+    run = services.run_enqueue(definition=definition)
+    services.run_add_message(run=run, text="x" * 600, level="info")
+    run.messages.bulk_create(
+        [run.messages.model(run=run, text=f"line {i} " + "y" * 600) for i in range(199)]
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "runs", "show", str(run.pk)],
+        cwd=ROOT,
+        env=poller_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    first = [proc.stdout.readline(), proc.stdout.readline()]
+    proc.stdout.close()  # as head does after its lines: more than a pipe's 64 KiB was to come
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert first[0].startswith(f"Run {run.pk}".encode()), first
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert err == ""

@@ -15,7 +15,9 @@ the site. Bad input is a one-line error, never a traceback.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -68,9 +70,18 @@ class Command(BaseCommand):
     def handle(self, *args, action: str, user: str | None = None, **options):
         self.user = self._user(user)
         try:
-            return getattr(self, f"do_{action}")(**options)
+            result = getattr(self, f"do_{action}")(**options)
+            self.stdout.flush()
+            return result
         except SchedulerError as exc:
             raise CommandError(str(exc)) from None
+        except BrokenPipeError:
+            # The reader went away (`runs show 8 | head -2`): what it wanted it has.
+            # Point stdout at /dev/null so the interpreter's last flush is quiet too,
+            # and end as a piped Unix tool does, without a traceback.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(1)
 
     def _user(self, name: str | None):
         if not name:
