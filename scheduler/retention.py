@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import shutil
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
@@ -132,15 +130,8 @@ def _prune_batch(ids: list[int], result: Pruned, dry_run: bool) -> None:
     with transaction.atomic():
         for part in parts:
             result.messages += services.runs_delete(ids=part)
-    # Then the stored files, which no row points at now. A run id is a number, so
-    # root/<id> is always a direct child of the store; a link there is not followed.
-    root = Path(settings.SCHEDULER_FILE_ROOT)
-    for run_id in ids:
-        folder = root / str(int(run_id))
-        if folder.is_dir() and not folder.is_symlink():
-            shutil.rmtree(folder, ignore_errors=True)
-        else:
-            result.folders_missing += 1
+    # Then the stored files, which no row points at now.
+    result.folders_missing += services.runs_remove_stored(ids=ids)
 
 
 def prune_if_due(

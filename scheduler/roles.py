@@ -35,6 +35,7 @@ _OPERATE = _VIEW + [
     "delete_recurrence",
 ]
 _ADMINISTER = _OPERATE + [
+    "delete_run",  # one ended run, from its page (retention prunes by age)
     "add_taskdefinition",
     "change_taskdefinition",
     "delete_taskdefinition",

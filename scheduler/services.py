@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import shutil
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -141,6 +143,28 @@ def run_again(*, run: Run, requested_by=None) -> Run:
         resource=run.resource,
         requested_by=requested_by,
     )
+
+
+def run_make_due_now(*, run: Run, now: dt.datetime | None = None) -> bool:
+    """A run queued for later becomes due now ("Run now" on a queued run). False
+    when it is not waiting any more (taken, cancelled, or due already)."""
+    now = now or timezone.now()
+    changed = Run.objects.filter(pk=run.pk, state=Run.State.QUEUED, due_at__gt=now).update(
+        due_at=now
+    )
+    if changed:
+        run.due_at = now
+    return changed == 1
+
+
+def run_delete_final(*, run: Run) -> None:
+    """Delete one final run with its messages, file rows and stored files (an
+    administrator's delete; retention prunes by age through the same steps)."""
+    if not Run.objects.filter(pk=run.pk, state__in=FINAL).exists():
+        raise InvalidRequest(f"Run {run.pk} has not ended: cancel it first, then delete it.")
+    with transaction.atomic():
+        runs_delete(ids=[run.pk])
+    runs_remove_stored(ids=[run.pk])
 
 
 def run_claim(*, run_id: int, poller: str, now: dt.datetime | None = None) -> bool:
@@ -469,6 +493,21 @@ def runs_delete(*, ids: list[int]) -> int:
         cursor.execute(f"DELETE FROM {OutputFile._meta.db_table} WHERE run_id IN ({marks})", ids)
         cursor.execute(f"DELETE FROM {Run._meta.db_table} WHERE id IN ({marks})", ids)
     return messages
+
+
+def runs_remove_stored(*, ids: list[int]) -> int:
+    """Remove the stored files of deleted runs (their rows are gone); answers how
+    many runs had no folder. A run id is a number, so root/<id> is always a direct
+    child of the store; a link there is not followed."""
+    root = Path(settings.SCHEDULER_FILE_ROOT)
+    missing = 0
+    for run_id in ids:
+        folder = root / str(int(run_id))
+        if folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            missing += 1
+    return missing
 
 
 def recurrence_pause(*, recurrences) -> list[Recurrence]:

@@ -119,7 +119,11 @@ def test_an_operators_day(page, live_server, roles, local_resource, poller):  # 
     long_run = services.run_enqueue(definition=sleeper)
     page.goto(f"{live_server.url}/admin/scheduler/run/{long_run.pk}/change/")
     wait_for_state(page, "running")
-    page.click("#run-cancel")
+    page.click("#run-cancel")  # a danger button: it asks first
+    page.wait_for_selector("#run-cancel-confirm")
+    long_run.refresh_from_db()
+    assert long_run.state == Run.State.RUNNING  # asking changed nothing
+    page.click("#run-cancel-confirm")
     wait_for_state(page, "cancelled")
     long_run.refresh_from_db()
     assert long_run.state == Run.State.CANCELLED

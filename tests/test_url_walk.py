@@ -102,6 +102,7 @@ IMPORT_EXPORT = {"import__": ADMINISTER, "export__": ALL_STAFF, "process_import_
 EXPECTED: dict[str, str | dict[str, str]] = {
     # --- site root, file pages and the JSON status (scheduler/urls.py) ----------
     "": "R R R R R R R",
+    "favicon.ico": "200 200 200 200 200 200 200",  # an icon, the same for everyone
     "scheduler/runs/<int:run_id>/files/": obj(FILES),
     "scheduler/runs/<int:run_id>/files/<int:file_id>/": obj(FILES),
     "scheduler/runs/<int:run_id>/files/<int:file_id>/download/": obj(FILES),
@@ -165,6 +166,10 @@ EXPECTED: dict[str, str | dict[str, str]] = {
             # GET redirects to the run page (the action is a POST); viewers may not.
             "<int:run_id>__cancel__": obj("L L 403 R R R R"),
             "<int:run_id>__rerun__": obj("L L 403 R R R R"),
+            # The walk's run has ended: Run now (a POST) redirects; delete asks
+            # first (200), and only administrators and superusers may.
+            "<int:run_id>__due-now__": obj("L L 403 R R R R"),
+            "<int:run_id>__delete-final__": obj("L L 403 403 200 403 200"),
         },
     ),
     **model_admin(

@@ -8,7 +8,7 @@ from pathlib import Path
 from django.http import Http404, JsonResponse
 from django.views.decorators.http import require_GET
 
-from scheduler import access, serializers
+from scheduler import access, display, serializers
 from scheduler.models import OutputFile, Run
 
 TAIL_BYTES = 4096
@@ -70,8 +70,17 @@ def run_status(request, run_id: int):
         {
             **serializers.as_json(serializers.run_data(run)),
             "state_label": run.get_state_display(),
+            # The run page's times as it writes them (scheduler.display), so the
+            # live page updates Submitted, Started, the wait and the duration.
+            "display": display.run_times(run),
             "is_final": run.is_final,
-            "messages": [serializers.as_json(serializers.message_data(m)) for m in messages],
+            "messages": [
+                {
+                    **serializers.as_json(serializers.message_data(m)),
+                    "when": display.when(m.created_at),
+                }
+                for m in messages
+            ],
             "message_count": run.messages.count(),
             "messages_dropped": run.messages_dropped,
             "stdout_tail": _log_tail(run, OutputFile.Kind.STDOUT),

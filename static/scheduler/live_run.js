@@ -22,18 +22,29 @@
     }
     var state = document.querySelector(".field-state_display .run-state");
     if (state) { state.textContent = data.state_label; state.className = "run-state run-state-" + data.state.toLowerCase(); }
-    var status = document.querySelector(".field-status_message .readonly");
-    if (status) { status.textContent = data.message; }
+    var status = document.querySelector(".field-status_display .readonly");
+    if (status) { status.textContent = (data.message || "").trim().split("\n")[0]; }
+    // Times as the server writes them: submitted and started appear as they happen.
+    ["submitted", "started", "finished", "wait_display", "duration_display"].forEach(function (name) {
+      var el = document.querySelector(".field-" + name + " .readonly");
+      var key = name.replace("_display", "");
+      if (key === "submitted" || key === "started" || key === "finished") { key += "_at"; }
+      if (el && data.display && data.display[key] !== undefined) { el.textContent = data.display[key]; }
+    });
     var empty = table.querySelector("tr.empty");
     if (empty && data.messages.length) { empty.remove(); }
     data.messages.forEach(function (m) {
       var tr = document.createElement("tr");
       tr.className = "level-" + m.level;
       tr.setAttribute("data-id", m.id);
-      tr.appendChild(cell(m.time.replace("T", " ").slice(0, 19)));
+      var when = cell(m.when || m.time.replace("T", " ").slice(0, 19));
+      when.className = "when";
+      tr.appendChild(when);
       tr.appendChild(cell(m.level));
       tr.appendChild(cell(m.progress === null ? "" : m.progress + "%"));
-      tr.appendChild(cell(m.text));
+      var text = cell(m.text);
+      text.className = "text";
+      tr.appendChild(text);
       table.appendChild(tr);
       lastId = Math.max(lastId, m.id);
     });
