@@ -54,12 +54,16 @@ def timeline(
     end: dt.datetime,
     now: dt.datetime,
     tz: dt.tzinfo,
-    width: int = 960,
-    lane_height: int = 18,
-    label_width: int = 160,
+    width: int = 1400,
+    lane_height: int = 20,
+    label_width: int = 210,
 ) -> SafeString:
     """Runs as bars (coloured by state) and upcoming occurrences as marks, one lane
-    per task, between ``start`` and ``end``, with an hour axis and a "now" line."""
+    per task, between ``start`` and ``end``, with an hour axis and a "now" line.
+
+    Every lane is drawn across the whole window. Occurrences closer together than
+    BAND_GAP px (a schedule every minute is 1,440 a day) are drawn as one band
+    with their count instead of dots that merge into something like a run bar."""
     lanes = sorted({b.lane for b in bars} | {m.lane for m in marks})
     plot = width - label_width - 10
     height = 24 + lane_height * max(1, len(lanes)) + 6
@@ -83,9 +87,15 @@ def timeline(
     index = {lane: i for i, lane in enumerate(lanes)}
     for lane, i in index.items():
         y = 24 + i * lane_height
+        # The lane's row under the hour grid (drawn first), across the whole window.
+        out.insert(
+            1,
+            f'<rect x="{label_width}" y="{y}" width="{plot}" height="{lane_height}" '
+            f'class="tl-row tl-row-{i % 2}"/>',
+        )
         out.append(
             f'<text x="{label_width - 6}" y="{y + lane_height * 0.7:.1f}" class="tl-lane">'
-            f"{escape(lane[:28])}</text>"
+            f"<title>{escape(lane)}</title>{escape(_short(lane, 34))}</text>"
         )
     for b in bars:
         y = 24 + index[b.lane] * lane_height + 3
@@ -97,13 +107,27 @@ def timeline(
             f"<title>{escape(b.title)}</title></rect>"
         )
         out.append(f'<a href="{escape(b.url)}">{rect}</a>' if b.url else rect)
-    for m in marks:
-        y = 24 + index[m.lane] * lane_height + lane_height / 2
-        x = _x(m.at, start, end, label_width, plot)
+    for lane, group in _mark_groups(marks, start, end, label_width, plot):
+        y = 24 + index[lane] * lane_height + lane_height / 2
+        if len(group) < BAND_MIN:
+            for x, m in group:
+                out.append(
+                    f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" class="tl-mark">'
+                    f"<title>{escape(m.title)}</title></circle>"
+                )
+            continue
+        (x1, first), (x2, last) = group[0], group[-1]
+        tz_first, tz_last = first.at.astimezone(tz), last.at.astimezone(tz)
+        title = f"{len(group):,} occurrences, {tz_first:%H:%M} to {tz_last:%H:%M}"
         out.append(
-            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" class="tl-mark">'
-            f"<title>{escape(m.title)}</title></circle>"
+            f'<g class="tl-band"><title>{escape(title)}</title>'
+            f'<rect x="{x1 - 3:.1f}" y="{y - 6:.1f}" width="{x2 - x1 + 6:.1f}" height="12" rx="6"/>'
         )
+        if x2 - x1 > 36:
+            out.append(
+                f'<text x="{(x1 + x2) / 2:.1f}" y="{y + 3.5:.1f}">{len(group):,}\u00d7</text>'
+            )
+        out.append("</g>")
     x = _x(now, start, end, label_width, plot)
     out.append(
         f'<line x1="{x:.1f}" y1="14" x2="{x:.1f}" y2="{height}" class="tl-now"/>'
@@ -111,6 +135,32 @@ def timeline(
     )
     out.append("</svg>")
     return mark_safe("".join(out))  # noqa: S308 - every label above is escaped
+
+
+BAND_GAP = 6.0  # px: marks closer than this join a band
+BAND_MIN = 3  # marks: fewer than this stay dots
+
+
+def _mark_groups(marks, start, end, left, width):
+    """(lane, [(x, mark), ...]) runs of a lane's marks, each next one within
+    BAND_GAP px of the one before."""
+    by_lane: dict[str, list] = {}
+    for m in marks:
+        by_lane.setdefault(m.lane, []).append((_x(m.at, start, end, left, width), m))
+    for lane, placed in by_lane.items():
+        placed.sort(key=lambda p: p[0])
+        group = [placed[0]]
+        for p in placed[1:]:
+            if p[0] - group[-1][0] < BAND_GAP:
+                group.append(p)
+            else:
+                yield lane, group
+                group = [p]
+        yield lane, group
+
+
+def _short(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "\u2026"
 
 
 def bars_per_day(
@@ -163,7 +213,8 @@ def durations(
     horizontal lines (e.g. the median and the 95th percentile)."""
     left, bottom = 52, 18
     plot_w, plot_h = width - left - 6, height - bottom - 8
-    top = max([p[1] for p in points] + list((lines or {}).values()) + [1.0]) * 1.1
+    ticks = duration_ticks(max([p[1] for p in points] + list((lines or {}).values()) + [0.0]))
+    top = ticks[-1]
     out = [
         f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" aria-label="Duration per run">'
@@ -172,8 +223,7 @@ def durations(
     def y(seconds: float) -> float:
         return 8 + plot_h * (1 - seconds / top)
 
-    for frac in (0, 0.5, 1):
-        value = top * frac
+    for value in ticks:
         out.append(
             f'<line x1="{left}" y1="{y(value):.1f}" x2="{width - 6}" y2="{y(value):.1f}" '
             f'class="ch-grid"/><text x="{left - 4}" y="{y(value) + 4:.1f}" class="ch-axis">'
@@ -185,19 +235,73 @@ def durations(
             f'fill="{STATE_COLOURS.get(state, "#777")}" class="ch-dot">'
             f"<title>{at:%Y-%m-%d %H:%M}: {_seconds(seconds)} ({escape(state)})</title></circle>"
         )
-    for name, value in (lines or {}).items():
+    # Line labels at the right end, above their line; one that would overlap the
+    # label before it goes below its line instead.
+    last_label_y = None
+    for name, value in sorted((lines or {}).items(), key=lambda kv: -kv[1]):
+        label_y = y(value) - 3
+        if last_label_y is not None and label_y - last_label_y < 12:
+            label_y = max(y(value) + 11, last_label_y + 12)
+        last_label_y = label_y
         out.append(
             f'<line x1="{left}" y1="{y(value):.1f}" x2="{width - 6}" y2="{y(value):.1f}" '
-            f'class="ch-line"/><text x="{width - 8}" y="{y(value) - 3:.1f}" class="ch-label">'
+            f'class="ch-line"/><text x="{width - 8}" y="{label_y:.1f}" class="ch-label">'
             f"{escape(name)} {_seconds(value)}</text>"
         )
     out.append("</svg>")
     return mark_safe("".join(out))  # noqa: S308 - labels escaped
 
 
+# Steps a duration axis may take: each a span a person counts in.
+DURATION_STEPS = [
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.25,
+    0.5,
+    1,
+    2,
+    5,
+    10,
+    15,
+    30,
+    60,
+    120,
+    300,
+    600,
+    900,
+    1800,
+    3600,
+    7200,
+    3 * 3600,
+    6 * 3600,
+    12 * 3600,
+    86400,
+    2 * 86400,
+    7 * 86400,
+]
+
+
+def duration_ticks(highest: float, most: int = 5) -> list[float]:
+    """Axis ticks from 0 to just above ``highest`` (seconds), at most ``most``+1 of
+    them, in a step from DURATION_STEPS: 0, 50 ms, 100 ms, 150 ms for a 0.12 s
+    p95, 0, 1 min, 2 min ... for minutes. Never two ticks with one label."""
+    highest = max(float(highest), 0.001)
+    step = next((s for s in DURATION_STEPS if s * most >= highest), None)
+    if step is None:
+        step = highest / most
+    count = max(1, int(-(-highest // step)))  # ceil
+    if count * step <= highest:
+        count += 1
+    return [round(i * step, 6) for i in range(count + 1)]
+
+
 def _seconds(value: float) -> str:
-    if value < 120:
-        return f"{value:.0f} s"
-    if value < 7200:
-        return f"{value / 60:.0f} min"
-    return f"{value / 3600:.1f} h"
+    from scheduler.display import seconds
+
+    return "0" if value == 0 else seconds(value)

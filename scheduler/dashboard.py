@@ -26,7 +26,10 @@ from scheduler.models import ExecutionResource, PollerHeartbeat, Run
 COUNT_CAP = 1_000
 TIMELINE_HOURS = 24
 TIMELINE_MAX_BARS = 200
-TIMELINE_MAX_MARKS = 300
+# Occurrences drawn: a schedule every minute has 1,440 in the next 24 hours; the
+# chart draws dense ones as a band with a count (scheduler.charts).
+TIMELINE_MAX_MARKS = 5000
+TIMELINE_MARKS_PER_SCHEDULE = 1500
 
 
 def dashboard_context(user, now: dt.datetime | None = None) -> dict[str, Any]:
@@ -72,6 +75,17 @@ def dashboard_context(user, now: dt.datetime | None = None) -> dict[str, Any]:
         {"beat": b, "alive": b.is_alive(now)}
         for b in PollerHeartbeat.objects.order_by("-last_seen_at")[:5]
     ]
+    # Spans the page writes as "4 min 12 s" (scheduler.display.seconds).
+    queued = list(queued)
+    for run in queued:
+        run.waiting = now - run.due_at
+    failures = list(failures)
+    for run in failures:
+        run.ago = now - run.finished_at
+        run.error_line = _first_line(run.error)
+    upcoming = list(upcoming)
+    for rec in upcoming:
+        rec.due_in = max(dt.timedelta(0), rec.next_due_at - now)
     return {
         "timeline": timeline(user, now, runs=runs, recurrences=recurrences),
         "state_counts": states,
@@ -98,6 +112,16 @@ def newest_in_states(runs, states, limit: int) -> list[Run]:
     ]
     found.sort(key=lambda run: (run.queued_at, run.pk), reverse=True)
     return found[:limit]
+
+
+def _first_line(text: str) -> str:
+    """An error's summary: its first line, which the poller makes the summary
+    (the traceback follows, shown on the run page); for an error that is a bare
+    traceback, its last line, which names the exception."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return lines[-1] if lines[0].startswith("Traceback") else lines[0]
 
 
 def _failing(resource: ExecutionResource) -> bool:
@@ -156,7 +180,9 @@ def timeline(user, now: dt.datetime, *, runs=None, recurrences=None):
         if len(marks) >= TIMELINE_MAX_MARKS:
             break
         try:
-            times = maths.occurrences_between(rec, max(now, rec.next_due_at), end, limit=96)
+            times = maths.occurrences_between(
+                rec, max(now, rec.next_due_at), end, limit=TIMELINE_MARKS_PER_SCHEDULE
+            )
         except Exception:  # noqa: BLE001 - a broken schedule shows its error elsewhere
             continue
         marks.extend(

@@ -60,7 +60,56 @@ class ParametersWidget(widgets.Widget):
         return data
 
     def render(self, value, obj=None, **kwargs):
+        if kwargs.get("force_native_type"):
+            return list(value or [])  # JSON and XLSX-less formats keep the list itself
         return json.dumps(value or [], sort_keys=True)
+
+
+class JSONValueWidget(widgets.Widget):
+    """JSON in a cell; an empty cell is the field's empty value ([] or {})."""
+
+    def __init__(self, empty):
+        super().__init__()
+        self.empty = empty
+
+    def clean(self, value, row=None, **kwargs):
+        if value in (None, ""):
+            return type(self.empty)()
+        if not isinstance(value, str):
+            return value
+        try:
+            data = json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"not JSON ({exc})") from None
+        if not isinstance(data, type(self.empty)):
+            raise ValueError(f"expected a JSON {type(self.empty).__name__}")
+        return data
+
+    def render(self, value, obj=None, **kwargs):
+        value = value if value is not None else self.empty
+        if kwargs.get("force_native_type"):
+            return value
+        return json.dumps(value, sort_keys=True)
+
+
+def parameter_rows(definition) -> list[dict]:
+    """A definition's parameters in their order, as the parameters column holds them."""
+    if not definition.pk:
+        return []
+    return [{f: getattr(p, f) for f in PARAMETER_FIELDS} for p in definition.parameters.all()]
+
+
+class ParametersField(fields.Field):
+    """The parameters column: read from the definition's parameter rows. Every way
+    out goes through here: the export, and the import preview's diff (which calls
+    Field.export, not the resource's dehydrate methods, so a dehydrate method left
+    the preview showing [] whatever the file held)."""
+
+    def get_value(self, obj):
+        return parameter_rows(obj)
+
+    def save(self, instance, row, is_m2m=False, **kwargs):
+        pass  # saved by TaskDefinitionResource.after_save_instance, in the row's order
 
 
 class TaskDefinitionResource(resources.ModelResource):
@@ -74,7 +123,10 @@ class TaskDefinitionResource(resources.ModelResource):
         column_name="allowed_groups",
         widget=widgets.ManyToManyWidget(Group, field="name", separator="|"),
     )
-    parameters = fields.Field(column_name="parameters", widget=ParametersWidget())
+    parameters = ParametersField(column_name="parameters", widget=ParametersWidget())
+    default_args = fields.Field(
+        attribute="default_args", column_name="default_args", widget=JSONValueWidget([])
+    )
 
     class Meta:
         model = TaskDefinition
@@ -99,10 +151,6 @@ class TaskDefinitionResource(resources.ModelResource):
         report_skipped = True
         clean_model_instances = True
 
-    def dehydrate_parameters(self, definition):
-        rows = [{f: getattr(p, f) for f in PARAMETER_FIELDS} for p in definition.parameters.all()]
-        return json.dumps(rows, sort_keys=True)
-
     def import_row(self, row, instance_loader, **kwargs):
         self._row_parameters = ParametersWidget().clean(row.get("parameters"))
         return super().import_row(row, instance_loader, **kwargs)
@@ -111,7 +159,7 @@ class TaskDefinitionResource(resources.ModelResource):
         skip = super().skip_row(instance, original, row, import_validation_errors)
         if skip and original is not None and original.pk:
             # The parameters column is not a model field: compare it too.
-            current = json.loads(self.dehydrate_parameters(original))
+            current = parameter_rows(original)
             wanted = ParametersWidget().clean(row.get("parameters"))
             return sorted(current, key=lambda p: p["name"]) == sorted(
                 [{f: p.get(f, _default(f)) for f in PARAMETER_FIELDS} for p in wanted],
@@ -147,30 +195,6 @@ def _default(field: str):
         "help_text": "",
         "choices": [],
     }[field]
-
-
-class JSONValueWidget(widgets.Widget):
-    """JSON in a cell; an empty cell is the field's empty value ([] or {})."""
-
-    def __init__(self, empty):
-        super().__init__()
-        self.empty = empty
-
-    def clean(self, value, row=None, **kwargs):
-        if value in (None, ""):
-            return type(self.empty)()
-        if not isinstance(value, str):
-            return value
-        try:
-            data = json.loads(value)
-        except ValueError as exc:
-            raise ValueError(f"not JSON ({exc})") from None
-        if not isinstance(data, type(self.empty)):
-            raise ValueError(f"expected a JSON {type(self.empty).__name__}")
-        return data
-
-    def render(self, value, obj=None, **kwargs):
-        return json.dumps(value if value is not None else self.empty, sort_keys=True)
 
 
 class ExactDateTimeWidget(widgets.DateTimeWidget):

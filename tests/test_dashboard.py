@@ -66,7 +66,7 @@ def _timeline(page: str) -> str:
 def _counts(page: str) -> dict[str, tuple[str, str]]:
     """state -> (link, count) from the "Runs by state" links."""
     found = re.findall(
-        r'<a class="run-state-(\w+)" href="([^"]+)">[^<]*<strong>([^<]+)</strong></a>', page
+        r'<a class="dash-tile run-state-(\w+)" href="([^"]+)"><strong>([^<]+)</strong>', page
     )
     return {state.upper(): (link.replace("&amp;", "&"), count) for state, link, count in found}
 
@@ -207,14 +207,18 @@ def test_running_runs_failures_queued_and_next_due(client, roles, busy):
 
 def test_poller_and_resource_health(client, roles, busy):
     page = _dashboard(client, roles["operator"])
-    assert re.search(r'<li class="dash-ok">\s*<strong>alive-poller</strong> — alive', page)
-    assert re.search(r'<li class="dash-bad">\s*<strong>stale-poller</strong> — not seen', page)
+    assert re.search(r'<li class="dash-ok">\s*<strong>alive-poller</strong>: alive', page)
+    assert re.search(r'<li class="dash-bad">\s*<strong>stale-poller</strong>: not seen', page)
     row = re.search(r'<tr class="dash-bad">\s*<td>local</td>(.*?)</tr>', page, re.S)
     assert row, "the resource with a recent error is marked"
-    assert "<td>1 / 4</td>" in row.group(1)  # in flight (visible to the operator) / limit
+    assert '<td class="nowrap">1 / 4</td>' in row.group(
+        1
+    )  # in flight (visible to the operator) / limit
     assert "Connection refused" in row.group(1)
     page = _dashboard(client, roles["superuser"])
-    assert "<td>2 / 4</td>" in page  # the superuser sees the secret run in flight too
+    assert (
+        '<td class="nowrap">2 / 4</td>' in page
+    )  # the superuser sees the secret run in flight too
     PollerHeartbeat.objects.all().delete()
     assert "No poller has ever reported" in _dashboard(client, roles["operator"])
 
@@ -237,7 +241,7 @@ def test_a_restricted_definition_shows_in_no_part_of_the_dashboard(client, roles
     for text in ("secret step 4 of 10", "secret input is bad", "secret hourly", 'value="70"'):
         assert text in page, text
     assert "Secret payroll" in _timeline(page)
-    assert _counts(page)["SUCCEEDED"][1] == "5" and "<td>2 / 4</td>" in page
+    assert _counts(page)["SUCCEEDED"][1] == "5" and '<td class="nowrap">2 / 4</td>' in page
 
 
 def test_the_number_of_queries_does_not_grow_with_the_data(
@@ -317,7 +321,53 @@ def test_the_hour_axis_follows_the_clock_across_a_dst_change():
     # 15, 18, 21, 0 (CET), then 3 (CEST, only 3 real hours after midnight), 6, ...
     assert labels[:6] == ["15:00", "18:00", "21:00", "00:00", "03:00", "06:00"]
     assert len(labels) == len(set(ticks)) and labels.count("03:00") == 2  # 29th and 30th
-    step = 790 / 48  # px per real hour
+    step = (1400 - 210 - 10) / 48  # px per real hour: the plot's width over 48 hours
     xs = [float(x) for x, _ in ticks]
     assert xs[4] - xs[3] == pytest.approx(2 * step, abs=0.1)  # 00:00 CET -> 03:00 CEST
     assert xs[5] - xs[4] == pytest.approx(3 * step, abs=0.1)
+
+
+def test_dense_occurrences_read_as_a_band_with_a_count_and_rows_span_the_window():
+    start = dt.datetime(2026, 12, 1, 12, tzinfo=UTC)
+    now = start + dt.timedelta(hours=24)
+    every_minute = [
+        charts.Mark(lane="Hello", at=now + dt.timedelta(minutes=i + 1), title="")
+        for i in range(24 * 60 - 1)
+    ]
+    every_6_hours = [
+        charts.Mark(lane="Report", at=now + dt.timedelta(hours=6 * i + 1), title="")
+        for i in range(4)
+    ]
+    svg = charts.timeline(
+        [],
+        every_minute + every_6_hours,
+        start=start,
+        end=now + dt.timedelta(hours=24),
+        now=now,
+        tz=UTC,
+    )
+    assert svg.count('<g class="tl-band">') == 1 and "1,439\u00d7" in svg
+    assert "1,439 occurrences, 12:01 to 11:59" in svg
+    assert svg.count('class="tl-mark"') == 4  # sparse ones stay dots
+    band = re.search(r'<g class="tl-band">.*?<rect x="([\d.]+)" y="[\d.]+" width="([\d.]+)"', svg)
+    plot_end = 1400 - 10
+    assert float(band.group(1)) + float(band.group(2)) >= plot_end - 2  # to the window's end
+    rows = re.findall(r'<rect x="210" y="[\d.]+" width="1180" height="20" class="tl-row', svg)
+    assert len(rows) == 2  # each lane's row spans the whole window
+
+
+def test_a_schedule_every_minute_is_drawn_to_the_end_of_the_window(client, roles, definition):
+    now = timezone.now()
+    rec = Recurrence(
+        definition=definition,
+        name="each minute",
+        kind="cron",
+        cron_expression="* * * * *",
+        timezone="UTC",
+        start_at=now - dt.timedelta(days=1),
+    )
+    rec.next_due_at = rec.next_due_on_enable(now)
+    rec.save()
+    svg = _timeline(_dashboard(client, roles["operator"]))
+    count = int(re.search(r"([\d,]+)\u00d7</text>", svg).group(1).replace(",", ""))
+    assert 1430 <= count <= 1440

@@ -60,10 +60,11 @@ def test_durations_places_dots_by_time_and_seconds_and_draws_the_lines():
         lines={"median": 20.0, "<p95>": 25.0},
     )
     dots = re.findall(r'<circle cx="([\d.]+)" cy="([\d.]+)"', svg)
-    # Plot from x = 52 over 662 px; the top of the scale is 30 s * 1.1 = 33 s over 154 px.
+    # Plot from x = 52 over 662 px; the scale's top is the tick above 30 s in
+    # steps of 10 s (0, 10, 20, 30, 40 s) over 154 px.
     assert [float(x) for x, _ in dots] == [52.0, 714.0]
-    assert [float(y) for _, y in dots] == [pytest.approx(8 + 154 * (1 - 10 / 33), abs=0.06)] + [
-        pytest.approx(8 + 154 * (1 - 30 / 33), abs=0.06)
+    assert [float(y) for _, y in dots] == [pytest.approx(8 + 154 * (1 - 10 / 40), abs=0.06)] + [
+        pytest.approx(8 + 154 * (1 - 30 / 40), abs=0.06)
     ]
     assert "median 20 s" in svg
     assert "<p95>" not in svg and "&lt;p95&gt; 25 s" in svg  # labels are escaped
@@ -154,7 +155,7 @@ def test_statistics_page_shows_figures_charts_and_failures(
     with django_assert_max_num_queries(12):
         page = client.get(url).content.decode()
     assert 'id="success-rate">80%' in page
-    assert 'id="median">45.0 s' in page and 'id="p95">76.5 s' in page
+    assert 'id="median">45 s' in page and 'id="p95">1 min 16 s' in page
     assert "OSError: &lt;disk&gt; 1" in page and "<disk>" not in page
     assert page.count('<svg class="chart"') == 2 and page.count('class="ch-dot"') == 10
     assert page.count("/admin/scheduler/run/") >= 2  # each failure links to its run
@@ -216,3 +217,31 @@ def test_the_duration_chart_thins_out_past_its_dot_limit(client, roles, definiti
     client.force_login(roles["viewer"])
     page = client.get(_stats_url(definition)).content.decode()
     assert 'id="dots-every">One dot for every 3 runs' in page
+
+
+@pytest.mark.parametrize(
+    ("highest", "labels"),
+    [
+        (0.12, ["0", "50 ms", "100 ms", "150 ms"]),
+        (3.4, ["0", "1.0 s", "2.0 s", "3.0 s", "4.0 s"]),
+        (250, ["0", "1 min", "2 min", "3 min", "4 min", "5 min"]),
+        (0.0, ["0", "1 ms", "2 ms"]),
+    ],
+)
+def test_the_duration_axis_ticks_follow_the_data_and_never_repeat_a_label(highest, labels):
+    ticks = charts.duration_ticks(highest)
+    assert [charts._seconds(t) for t in ticks] == labels
+    assert ticks[-1] > highest
+
+
+def test_short_runs_chart_in_ms_and_the_chart_agrees_with_the_sentence():
+    start = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)
+    points = [(start + dt.timedelta(hours=i), 0.05 + i * 0.001, "SUCCEEDED") for i in range(60)]
+    svg = charts.durations(
+        points, start=start, end=start + dt.timedelta(days=3), lines={"median": 0.08, "p95": 0.106}
+    )
+    axis = re.findall(r'class="ch-axis">([^<]+)</text>', svg)
+    assert axis == ["0", "50 ms", "100 ms", "150 ms"]
+    assert "p95 106 ms" in svg and "median 80 ms" in svg
+    ys = [float(y) for y in re.findall(r'<text x="[\d.]+" y="([\d.]+)" class="ch-label">', svg)]
+    assert abs(ys[0] - ys[1]) >= 12  # the two labels do not overlap

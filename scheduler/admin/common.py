@@ -4,6 +4,7 @@ what a user may not see, read-only pages."""
 from __future__ import annotations
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.utils.html import format_html
 
@@ -51,6 +52,26 @@ class NotFoundForInvisibleMixin:
 
 
 # ---------------------------------------------------------- read-only rows
+class NativeJSONExportMixin:
+    """A JSON export keeps JSON's types: numbers, booleans, lists and objects, not
+    their text (django-import-export renders every value as text except for its
+    binary formats). CSV stays text; XLSX was native already."""
+
+    def get_export_data(self, file_format, request, queryset, **kwargs):
+        from import_export.formats.base_formats import JSON
+
+        if not isinstance(file_format, JSON):
+            return super().get_export_data(file_format, request, queryset, **kwargs)
+        if not self.has_export_permission(request):
+            raise PermissionDenied
+        data = self.get_data_for_export(request, queryset, force_native_type=True, **kwargs)
+        export_data = file_format.export_data(data)
+        encoding = kwargs.get("encoding")
+        if encoding:
+            export_data = export_data.encode(encoding)
+        return export_data
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request, obj=None):
         return False

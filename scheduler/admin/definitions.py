@@ -13,6 +13,7 @@ from import_export.admin import ImportExportModelAdmin
 from scheduler import access, services
 from scheduler.admin.audit import AuditedAdminMixin
 from scheduler.admin.common import (
+    NativeJSONExportMixin,
     NotFoundForInvisibleMixin,
 )
 from scheduler.exceptions import SchedulerError
@@ -47,7 +48,9 @@ class RecurrenceInline(admin.TabularInline):
 
 
 @admin.register(TaskDefinition)
-class TaskDefinitionAdmin(NotFoundForInvisibleMixin, AuditedAdminMixin, ImportExportModelAdmin):
+class TaskDefinitionAdmin(
+    NotFoundForInvisibleMixin, AuditedAdminMixin, NativeJSONExportMixin, ImportExportModelAdmin
+):
     resource_classes = [TaskDefinitionResource]
     list_display = ["name", "program", "default_resource", "enabled", "next_due", "runs_link"]
     list_filter = ["enabled", "default_resource"]

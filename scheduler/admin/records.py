@@ -10,6 +10,7 @@ from import_export.admin import ExportActionMixin
 from scheduler import access
 from scheduler.admin.audit import AuditedAdminMixin
 from scheduler.admin.common import (
+    NativeJSONExportMixin,
     NotFoundForInvisibleMixin,
     ReadOnlyAdmin,
 )
@@ -71,7 +72,9 @@ class PollerHeartbeatAdmin(ReadOnlyAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(NotFoundForInvisibleMixin, ExportActionMixin, ReadOnlyAdmin):
+class AuditEventAdmin(
+    NotFoundForInvisibleMixin, NativeJSONExportMixin, ExportActionMixin, ReadOnlyAdmin
+):
     list_display = ["created_at", "username", "ip", "action", "object_type", "object_id"]
     list_filter = ["action", "object_type", "created_at"]
     search_fields = ["username", "object_id", "ip"]

@@ -10,12 +10,13 @@ from import_export.admin import ImportExportModelAdmin
 
 from scheduler import access, services
 from scheduler.admin.audit import AuditedAdminMixin
+from scheduler.admin.common import NativeJSONExportMixin
 from scheduler.import_export_resources import RecurrenceResource
 from scheduler.models import Recurrence
 
 
 @admin.register(Recurrence)
-class RecurrenceAdmin(AuditedAdminMixin, ImportExportModelAdmin):
+class RecurrenceAdmin(AuditedAdminMixin, NativeJSONExportMixin, ImportExportModelAdmin):
     resource_classes = [RecurrenceResource]
     list_display = ["name", "definition", "description", "enabled", "next_due_at", "last_error"]
     list_filter = ["enabled", "kind", "timezone", "misfire_policy", "overlap_policy"]

@@ -6,6 +6,7 @@ from django.contrib import admin
 from import_export.admin import ImportExportModelAdmin
 
 from scheduler.admin.audit import AuditedAdminMixin
+from scheduler.admin.common import NativeJSONExportMixin
 from scheduler.import_export_resources import (
     ExecutionResourceResource,
 )
@@ -16,7 +17,7 @@ from scheduler.models import (
 
 # -------------------------------------------------------------- resources
 @admin.register(ExecutionResource)
-class ExecutionResourceAdmin(AuditedAdminMixin, ImportExportModelAdmin):
+class ExecutionResourceAdmin(AuditedAdminMixin, NativeJSONExportMixin, ImportExportModelAdmin):
     resource_classes = [ExecutionResourceResource]
     list_display = [
         "name",

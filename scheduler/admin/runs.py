@@ -12,6 +12,7 @@ from import_export.admin import ExportActionMixin
 
 from scheduler import access, display, services
 from scheduler.admin.common import (
+    NativeJSONExportMixin,
     NotFoundForInvisibleMixin,
     VisibleDefinitionFilter,
     state_badge,
@@ -73,7 +74,9 @@ def message_rows(run: Run, messages) -> list[tuple]:
 
 
 @admin.register(Run)
-class RunAdmin(NotFoundForInvisibleMixin, ExportActionMixin, admin.ModelAdmin):
+class RunAdmin(
+    NotFoundForInvisibleMixin, NativeJSONExportMixin, ExportActionMixin, admin.ModelAdmin
+):
     resource_classes = [RunExportResource]
     list_display = [
         "id",
@@ -143,7 +146,15 @@ class RunAdmin(NotFoundForInvisibleMixin, ExportActionMixin, admin.ModelAdmin):
         ),
         (
             "Outcome",
-            {"fields": ["exit_code", "error_display", "attempt", "retry_of", "cancel_requested_at"]},
+            {
+                "fields": [
+                    "exit_code",
+                    "error_display",
+                    "attempt",
+                    "retry_of",
+                    "cancel_requested_at",
+                ]
+            },
         ),
         (
             "Execution",
