@@ -7,6 +7,7 @@ effects lives in scheduler/services.py.
 
 from __future__ import annotations
 
+import os
 import re
 import zoneinfo
 from pathlib import Path
@@ -81,6 +82,47 @@ def resolve_program(program: str) -> Path:
     raise ValidationError(
         f"No program {program!r} in the program directories ({', '.join(str(d) for d in dirs)})."
     )
+
+
+PROGRAM_LIST_MAX = 500
+NOT_PROGRAMS = {"scheduler_client.py", "__init__.py", "conftest.py"}
+
+
+def available_programs(limit: int = PROGRAM_LIST_MAX) -> list[str]:
+    """The programs in the program directories, as a definition names them
+    (``report_writer.py``, ``tools/convert``): Python files and executables, in
+    each directory and one folder down, no hidden names, no links that leave the
+    directory; the definition page offers them as choices (free text stays
+    allowed). At most ``limit``, sorted."""
+    found: set[str] = set()
+    for base in (Path(d) for d in settings.SCHEDULER_PROGRAM_DIRS):
+        try:
+            base = base.resolve()
+            entries = sorted(base.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            children = []
+            if entry.name.startswith((".", "_")):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                try:
+                    children = sorted(entry.iterdir())
+                except OSError:
+                    continue
+            for path in children or [entry]:
+                if path.name.startswith((".", "_")) or path.name in NOT_PROGRAMS:
+                    continue
+                try:
+                    if not path.is_file() or not path.resolve().is_relative_to(base):
+                        continue
+                except OSError:
+                    continue
+                if path.suffix == ".py" or os.access(path, os.X_OK):
+                    found.add(path.relative_to(base).as_posix())
+                if len(found) >= limit:
+                    return sorted(found)
+    return sorted(found)
 
 
 class ExecutionResource(models.Model):

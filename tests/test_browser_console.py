@@ -167,9 +167,9 @@ def _import_file(tmp_path) -> Path:
             "max_retries": 2, "retry_backoff_seconds": 60,
             "parameters": [
                 {"name": "rows", "type": "integer", "default": "12", "required": True,
-                 "help_text": "Rows in the report", "choices": [], "position": 0},
+                 "help_text": "Rows in the report", "choices": []},
                 {"name": "title", "type": "string", "default": "Monthly figures",
-                 "required": False, "help_text": "Chart title", "choices": [], "position": 1},
+                 "required": False, "help_text": "Chart title", "choices": []},
             ],
         }
     ]

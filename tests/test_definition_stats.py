@@ -235,7 +235,7 @@ def test_the_duration_axis_ticks_follow_the_data_and_never_repeat_a_label(highes
 
 
 def test_short_runs_chart_in_ms_and_the_chart_agrees_with_the_sentence():
-    start = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
     points = [(start + dt.timedelta(hours=i), 0.05 + i * 0.001, "SUCCEEDED") for i in range(60)]
     svg = charts.durations(
         points, start=start, end=start + dt.timedelta(days=3), lines={"median": 0.08, "p95": 0.106}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
@@ -29,10 +30,85 @@ from scheduler.models import (
 
 
 # ------------------------------------------------------------ definitions
+class ProgramInput(forms.TextInput):
+    """Free text with the programs found in the program directories offered as
+    choices (an HTML datalist): pick one, or type a path they do not list."""
+
+    def __init__(self, attrs=None):
+        super().__init__(
+            {"list": "program-choices", "size": 40, "autocomplete": "off", **(attrs or {})}
+        )
+
+    def render(self, name, value, attrs=None, renderer=None):
+        from django.utils.html import format_html_join
+
+        from scheduler.models import available_programs
+
+        field = super().render(name, value, attrs, renderer)
+        options = format_html_join("", '<option value="{}">', ((p,) for p in available_programs()))
+        return format_html('{}<datalist id="program-choices">{}</datalist>', field, options)
+
+
+class TaskParameterForm(forms.ModelForm):
+    """One row of the parameter table, narrow enough for a 1366 px window: the
+    choices a one-line JSON list, the position hidden (the table's order is the
+    position: live_params.js writes it from the rows' places, arrows move them)."""
+
+    place = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+
+    class Meta:
+        model = TaskParameter
+        fields = ["name", "type", "default", "required", "choices", "help_text"]
+        widgets = {
+            "name": forms.TextInput(attrs={"size": 12}),
+            "default": forms.TextInput(attrs={"size": 10}),
+            "choices": forms.TextInput(attrs={"size": 18, "placeholder": '["csv", "xlsx"]'}),
+            "help_text": forms.TextInput(attrs={"size": 22}),
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["place"].initial = self.instance.position
+
+
+class TaskParameterFormSet(forms.BaseInlineFormSet):
+    def save(self, commit=True):
+        """Positions follow the table: rows sorted by the position the page gave
+        them (their place), rows without one (a browser without scripts) after
+        the rest in the order they stand in the form, then numbered 0, 1, 2 ..."""
+        kept = [
+            (form.cleaned_data.get("place"), index, form)
+            for index, form in enumerate(self.forms)
+            if form.has_changed() or form.instance.pk
+            if not (self.can_delete and self._should_delete_form(form))
+            if form.cleaned_data
+        ]
+        kept.sort(key=lambda item: (item[0] is None, item[0] or 0, item[1]))
+        for place, (_, _, form) in enumerate(kept):
+            form.instance.position = place
+        saved = super().save(commit)
+        if commit:
+            # A row that only moved (or moved up because one above it went) has
+            # no other change, and the formset saves only changed rows.
+            for place, (_, _, form) in enumerate(kept):
+                if form.instance.pk:
+                    TaskParameter.objects.filter(pk=form.instance.pk).exclude(
+                        position=place
+                    ).update(position=place)
+        return saved
+
+
 class TaskParameterInline(admin.TabularInline):
     model = TaskParameter
+    form = TaskParameterForm
+    formset = TaskParameterFormSet
     extra = 0
-    fields = ["position", "name", "type", "default", "required", "choices", "help_text"]
+    fields = ["place", "name", "type", "default", "required", "choices", "help_text"]
+    verbose_name_plural = (
+        "Parameters: the values an operator gives a run. Run now builds its form from them, "
+        "in this order (move a row with its arrows); the program reads them by name"
+    )
 
 
 class RecurrenceInline(admin.TabularInline):
@@ -59,6 +135,12 @@ class TaskDefinitionAdmin(
     filter_horizontal = ["allowed_groups", "subscribers"]
     inlines = [TaskParameterInline, RecurrenceInline]
     change_form_template = "admin/scheduler/taskdefinition/change_form.html"
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "program":
+            kwargs["widget"] = ProgramInput()
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
     fieldsets = [
         (None, {"fields": ["name", "description", "program", "default_args", "enabled"]}),
         (
