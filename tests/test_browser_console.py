@@ -27,7 +27,7 @@ from scheduler.models import (
     TaskDefinition,
     TaskParameter,
 )
-from tests.test_browser_admin import CHROMIUM, SHOTS, _login, page  # noqa: F401
+from tests.test_browser_admin import SHOTS, _login, page  # noqa: F401, F811
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -63,15 +63,20 @@ def _ended(definition, resource, *, minutes_ago, seconds, state=Run.State.SUCCEE
 @pytest.fixture
 def console_world(roles, local_resource):
     hello = TaskDefinition.objects.create(
-        name="Hello world", program="hello.py", default_resource=local_resource,
+        name="Hello world",
+        program="hello.py",
+        default_resource=local_resource,
         description="Greets, reports one status and writes greeting.txt.",
     )
     fails = TaskDefinition.objects.create(
-        name="Fails on purpose", program="fail_on_purpose.py", default_resource=local_resource,
+        name="Fails on purpose",
+        program="fail_on_purpose.py",
+        default_resource=local_resource,
         description="Shows what a failure looks like.",
     )
     crunch = TaskDefinition.objects.create(
-        name="Nightly crunch of the sensor archive", program="long_job.py",
+        name="Nightly crunch of the sensor archive",
+        program="long_job.py",
         default_resource=local_resource,
         description="Reads the day's sensor files, computes aggregates, writes a report.",
     )
@@ -79,40 +84,61 @@ def console_world(roles, local_resource):
         [
             ("steps", "integer", "10", "How many steps", []),
             ("sleep", "float", "1.0", "Seconds per step", []),
-            ("station", "choice", "north", "Which station's archive",
-             ["north", "south", "east", "west", "harbour", "airport"]),
+            (
+                "station",
+                "choice",
+                "north",
+                "Which station's archive",
+                ["north", "south", "east", "west", "harbour", "airport"],
+            ),
             ("dry_run", "boolean", "", "Compute, but write nothing", []),
             ("day", "date", "", "The day to crunch (default: yesterday)", []),
         ]
     ):
         TaskParameter.objects.create(
-            definition=crunch, name=name, type=kind, default=default, help_text=help_text,
-            choices=choices, position=pos,
+            definition=crunch,
+            name=name,
+            type=kind,
+            default=default,
+            help_text=help_text,
+            choices=choices,
+            position=pos,
         )
     for i in range(14):
         _ended(hello, local_resource, minutes_ago=90 * i + 5, seconds=0.4 + i * 0.3)
     for i in range(5):
         _ended(crunch, local_resource, minutes_ago=240 * i + 30, seconds=200 + 40 * i)
     failed = _ended(
-        fails, local_resource, minutes_ago=12, seconds=2.6, state=Run.State.FAILED,
+        fails,
+        local_resource,
+        minutes_ago=12,
+        seconds=2.6,
+        state=Run.State.FAILED,
         status_message=f"ValueError: mode 'exception' raises, on purpose\n{TRACEBACK}",
         error=f"ValueError: mode 'exception' raises, on purpose\n"
         f"--- last lines of stderr ---\n{TRACEBACK}",
     )
     StatusMessage.objects.create(run=failed, seq=1, text="Starting (mode exception)", level="info")
     StatusMessage.objects.create(
-        run=failed, seq=2, level="error",
+        run=failed,
+        seq=2,
+        level="error",
         text=f"ValueError: mode 'exception' raises, on purpose\n{TRACEBACK}",
     )
     running = services.run_enqueue(definition=crunch, parameters={"steps": 12})
     started = timezone.now() - dt.timedelta(minutes=4, seconds=12)
     Run.objects.filter(pk=running.pk).update(
-        state=Run.State.RUNNING, submitted_at=started - dt.timedelta(seconds=1),
-        started_at=started, progress=58, status_message="Step 7 of 12: station north",
+        state=Run.State.RUNNING,
+        submitted_at=started - dt.timedelta(seconds=1),
+        started_at=started,
+        progress=58,
+        status_message="Step 7 of 12: station north",
     )
     for step in range(1, 8):
         StatusMessage.objects.create(
-            run=running, seq=step, progress=step * 100 // 12,
+            run=running,
+            seq=step,
+            progress=step * 100 // 12,
             text=f"Step {step} of 12: station north",
         )
     ok = _ended(crunch, local_resource, minutes_ago=3, seconds=212.4)
@@ -125,12 +151,15 @@ def console_world(roles, local_resource):
     ]:
         (folder / name).write_bytes(data)
         OutputFile.objects.create(
-            run=ok, name=name, kind=kind, size=len(data), content_type=ctype,
-            sha256=hashlib.sha256(data).hexdigest(), stored_path=f"{ok.pk}/{name}",
+            run=ok,
+            name=name,
+            kind=kind,
+            size=len(data),
+            content_type=ctype,
+            sha256=hashlib.sha256(data).hexdigest(),
+            stored_path=f"{ok.pk}/{name}",
         )
-    services.run_enqueue(
-        definition=hello, due_at=timezone.now() + dt.timedelta(hours=2)
-    )
+    services.run_enqueue(definition=hello, due_at=timezone.now() + dt.timedelta(hours=2))
     for name, kind, fields in [
         ("Every minute", "cron", {"cron_expression": "* * * * *"}),
         ("Weekday mornings", "cron", {"cron_expression": "30 7 * * MON-FRI"}),
@@ -138,38 +167,63 @@ def console_world(roles, local_resource):
     ]:
         definition = {"Every minute": hello, "Weekday mornings": crunch}.get(name, fails)
         rec = Recurrence(
-            definition=definition, name=name, kind=kind, timezone="UTC",
-            start_at=timezone.now() - dt.timedelta(days=1), **fields,
+            definition=definition,
+            name=name,
+            kind=kind,
+            timezone="UTC",
+            start_at=timezone.now() - dt.timedelta(days=1),
+            **fields,
         )
         rec.next_due_at = rec.next_due_on_enable(timezone.now())
         rec.save()
     now = timezone.now()
     PollerHeartbeat.objects.create(
-        ident="poller@console-host", host="console-host", pid=4242, started_at=now,
-        last_seen_at=now, version="1.0",
+        ident="poller@console-host",
+        host="console-host",
+        pid=4242,
+        started_at=now,
+        last_seen_at=now,
+        version="1.0",
     )
     return {"running": running, "failed": failed, "ok": ok, "crunch": crunch}
 
 
 def _no_sideways_scroll(pg, what: str) -> None:
-    widths = pg.evaluate(
-        "() => [document.documentElement.scrollWidth, window.innerWidth]"
+    widths = pg.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+    assert widths[0] <= widths[1], (
+        f"{what} scrolls sideways: document {widths[0]} px, window {widths[1]} px"
     )
-    assert widths[0] <= widths[1], f"{what} scrolls sideways: document {widths[0]} px, window {widths[1]} px"
 
 
 def _import_file(tmp_path) -> Path:
     data = [
         {
-            "name": "Imported report", "program": "report_writer.py",
-            "description": "Writes a CSV table and a PNG bar chart.", "enabled": True,
-            "default_resource": "local", "default_args": ["--fast"], "timeout_seconds": 600,
-            "max_retries": 2, "retry_backoff_seconds": 60,
+            "name": "Imported report",
+            "program": "report_writer.py",
+            "description": "Writes a CSV table and a PNG bar chart.",
+            "enabled": True,
+            "default_resource": "local",
+            "default_args": ["--fast"],
+            "timeout_seconds": 600,
+            "max_retries": 2,
+            "retry_backoff_seconds": 60,
             "parameters": [
-                {"name": "rows", "type": "integer", "default": "12", "required": True,
-                 "help_text": "Rows in the report", "choices": []},
-                {"name": "title", "type": "string", "default": "Monthly figures",
-                 "required": False, "help_text": "Chart title", "choices": []},
+                {
+                    "name": "rows",
+                    "type": "integer",
+                    "default": "12",
+                    "required": True,
+                    "help_text": "Rows in the report",
+                    "choices": [],
+                },
+                {
+                    "name": "title",
+                    "type": "string",
+                    "default": "Monthly figures",
+                    "required": False,
+                    "help_text": "Chart title",
+                    "choices": [],
+                },
             ],
         }
     ]
@@ -180,7 +234,10 @@ def _import_file(tmp_path) -> Path:
 
 @pytest.mark.slow
 def test_the_console_at_1366_and_1920_px_never_scrolls_sideways(
-    page, live_server, console_world, tmp_path  # noqa: F811
+    page,  # noqa: F811
+    live_server,
+    console_world,
+    tmp_path,  # noqa: F811
 ):
     SHOTS.mkdir(parents=True, exist_ok=True)
     _login(page, live_server, "administrator")
@@ -212,3 +269,30 @@ def test_the_console_at_1366_and_1920_px_never_scrolls_sideways(
         if sizes[0] > sizes[1]:
             too_wide.append(f"import_preview at {width}: document {sizes[0]} px")
     assert not too_wide, too_wide
+
+
+def test_a_new_token_is_monospaced_and_copied_with_one_click(page, live_server, roles):  # noqa: F811
+    _login(page, live_server, "administrator")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
+    page.goto(f"{live_server.url}/admin/scheduler/apitoken/add/")
+    page.select_option("#id_user", label="operator")
+    page.fill("#id_name", "nightly export")
+    page.click("input[name=_save]")
+    key_el = page.locator("#new-token-key")
+    key = key_el.inner_text().strip()
+    assert key.startswith("dts_") and len(key) > 40
+    font = key_el.evaluate("el => getComputedStyle(el).fontFamily").lower()
+    assert "mono" in font, font
+    page.click("button.token-copy")
+    page.wait_for_function(
+        "() => document.querySelector('button.token-copy').textContent === 'Copied'"
+    )
+    assert page.evaluate("() => navigator.clipboard.readText()") == key
+    # the copied key is the one that works
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{live_server.url}/api/v1/runs/", headers={"Authorization": f"Bearer {key}"}
+    )
+    with urllib.request.urlopen(request) as response:
+        assert response.status == 200

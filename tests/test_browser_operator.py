@@ -95,7 +95,6 @@ def test_an_operators_day(page, live_server, roles, local_resource, poller):  # 
     assert len({v for v in seen if 0 < v < 100}) >= 2, seen  # it moved, twice, mid-run
     assert page.evaluate("window.__sameDocument === true"), "the page was not reloaded"
     assert page.locator("#run-messages tr:has-text('Step 2 of 6')").count() == 1
-    page.screenshot(path=str(SHOTS / "live_run.png"), full_page=True)
     # At the end the page reloads once, complete: final state, files listed.
     wait_for_state(page, "succeeded")
     page.wait_for_selector("#run-files a:has-text('summary.txt')")
@@ -103,7 +102,6 @@ def test_an_operators_day(page, live_server, roles, local_resource, poller):  # 
     # --- download an output file and check its bytes --------------------------------
     page.click("a:has-text('Files page')")
     page.wait_for_selector("#run-files")
-    page.screenshot(path=str(SHOTS / "files.png"), full_page=True)
     stored = OutputFile.objects.get(run=run, name="summary.txt")
     row = page.locator("#run-files tr:has-text('summary.txt')")
     with page.expect_download() as download:
@@ -136,7 +134,6 @@ def test_an_operators_day(page, live_server, roles, local_resource, poller):  # 
     timeline = page.locator("svg.timeline")
     assert timeline.locator("rect.tl-succeeded").count() == 1
     assert timeline.locator("rect.tl-cancelled").count() == 1
-    page.screenshot(path=str(SHOTS / "dashboard.png"), full_page=True)
 
 
 def test_a_viewer_sees_no_operator_buttons(page, live_server, roles, definition):  # noqa: F811

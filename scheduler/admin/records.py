@@ -101,8 +101,15 @@ class ApiTokenAdmin(AuditedAdminMixin, admin.ModelAdmin):
         from scheduler.http.tokens import token_issue
 
         key = token_issue(token=obj)
+        # Monospaced (O and 0, l and I differ) with a copy button (copy.js): the
+        # key is shown this once; only its SHA-256 is kept.
         self.message_user(
             request,
-            f"Token created. Its key, shown only now: {key}",
+            format_html(
+                'Token created. Copy its key now; it is not shown again: '
+                '<code class="token-key" id="new-token-key">{}</code> '
+                '<button type="button" class="token-copy" data-copy="#new-token-key">Copy</button>',
+                key,
+            ),
             messages.WARNING,
         )
