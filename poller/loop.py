@@ -22,6 +22,7 @@ import socket
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,7 @@ from django.utils.dateparse import parse_datetime
 from poller import rundir as rundirs
 from poller.events import MAX_LINE_BYTES, read_new_events
 from scheduler import services
+from scheduler.display import seconds as display_seconds
 from scheduler.models import ExecutionResource, Recurrence, Run
 
 logger = logging.getLogger(__name__)
@@ -129,6 +131,11 @@ class Poller:
         # SAGA job states asked for during one track() pass, else None.
         self._job_states: dict[tuple[int, str], tuple[str, int | None]] | None = None
         self._threads = ThreadPoolExecutor(max_workers=max(2, self.services_per_resource * 2))
+        # What the operator's log says (INFO): resources seen failing, and what
+        # happened since the last one-line summary.
+        self._failing: dict[int, float] = {}
+        self._counts: Counter = Counter()
+        self._next_summary = time.monotonic() + settings.SCHEDULER_LOG_SUMMARY_SECONDS
 
     # ----------------------------------------------------------------- the loop
     def tick(self) -> bool:
@@ -144,6 +151,7 @@ class Poller:
             self.enforce_cancels_and_timeouts,
             self.retention,
             self.tidy_saga_state,
+            self.summarize,
         ):
             if self.stop_requested:
                 break
@@ -158,6 +166,7 @@ class Poller:
         interval = settings.SCHEDULER_POLL_INTERVAL if interval is None else interval
         logger.info("poller %s (pid %s) started", self.ident, self.pid)
         keep_database_connections()
+        self.log_taken_back()
         self.warm_up()
         try:
             while not self.stop_requested:
@@ -174,6 +183,52 @@ class Poller:
                     self._sleep(min(interval, BUSY_TICK_SECONDS) - (time.monotonic() - started))
         finally:
             self.close()
+
+    def log_taken_back(self) -> int:
+        """Say which runs a restart of this poller (same name) takes back: those
+        still in flight under its name, tracked again from their run directories."""
+        ids = list(
+            Run.objects.filter(poller=self.ident, state__in=Run.ACTIVE_STATES)
+            .order_by("pk")
+            .values_list("pk", flat=True)[:1001]
+        )
+        if ids:
+            logger.info(
+                "took back %s run%s in flight from an earlier start of %s: %s",
+                f"{len(ids)}+" if len(ids) > 1000 else len(ids),
+                "" if len(ids) == 1 else "s",
+                self.ident,
+                _ids(ids),
+            )
+        return len(ids)
+
+    def summarize(self) -> bool:
+        """Once a minute (SCHEDULER_LOG_SUMMARY_SECONDS), while there was work,
+        one line: what was launched and how runs ended since the last line, what
+        is in flight and what waits."""
+        if time.monotonic() < self._next_summary:
+            return False
+        self._next_summary = time.monotonic() + settings.SCHEDULER_LOG_SUMMARY_SECONDS
+        if not self._counts and not self._flights:
+            return False
+        counts, self._counts = self._counts, Counter()
+        ended = {k: v for k, v in counts.items() if k in Run.FINAL_STATES}
+        due = Run.objects.filter(state=Run.State.QUEUED, due_at__lte=timezone.now()).order_by()
+        waiting = due[:10_001].count()
+        logger.info(
+            "last %s s: launched %s, ended %s%s; in flight %s, due and waiting %s",
+            settings.SCHEDULER_LOG_SUMMARY_SECONDS,
+            counts.get("launched", 0),
+            sum(ended.values()),
+            (
+                " (" + ", ".join(f"{n} {state.lower()}" for state, n in sorted(ended.items())) + ")"
+                if ended
+                else ""
+            ),
+            len(self._flights),
+            "10000+" if waiting > 10_000 else waiting,
+        )
+        return False
 
     def warm_up(self) -> None:
         """A long-lived poller opens the job services of its local resources in the
@@ -257,12 +312,19 @@ class Poller:
         orphans = Run.objects.filter(state__in=Run.ACTIVE_STATES, lease_expires_at__lt=now).exclude(
             poller=self.ident
         )
-        adopted = 0
-        for run_id in orphans.values_list("pk", flat=True)[:500]:
+        adopted: dict[str, list[int]] = {}
+        for run_id, owner in orphans.order_by("pk").values_list("pk", "poller")[:500]:
             if services.run_take_over(run_id=run_id, poller=self.ident, now=now):
-                adopted += 1
-                logger.info("adopted run %s", run_id)
-        return adopted > 0
+                adopted.setdefault(owner or "none", []).append(run_id)
+        for owner, ids in adopted.items():
+            logger.info(
+                "adopted %s run%s of poller %s, whose lease ran out: %s",
+                len(ids),
+                "" if len(ids) == 1 else "s",
+                owner,
+                _ids(ids),
+            )
+        return bool(adopted)
 
     # ------------------------------------------------------- 2+3 claim, launch
     def claim(self) -> list[Run]:
@@ -429,6 +491,7 @@ class Poller:
                 # Here, not when the launch is collected: a quick run can be tracked
                 # to its end before the next tick collects it.
                 services.resource_record_ok(resource=resource)
+                self._resource_ok(resource)
         except Exception as exc:  # noqa: BLE001 - reported on the runs by collect_launches
             for run in runs:
                 results.setdefault(run.pk, exc)
@@ -448,6 +511,7 @@ class Poller:
             if exc is not None:
                 self._launch_failed(run, exc)
             else:
+                self._counts["launched"] += 1
                 self._flights.setdefault(run_id, _Flight())
         return collected
 
@@ -506,6 +570,8 @@ class Poller:
         logger.warning("run %s: %s", run.pk, reason)
         services.resource_record_error(resource=run.resource, error=reason)
         if _is_resource_fault(exc):
+            self._resource_failing(run.resource, reason)
+        if _is_resource_fault(exc):
             # The resource is unreachable: put the run back in the queue to wait,
             # leave the resource alone for a while, try again later.
             self._resource_down(run.resource_id)
@@ -514,6 +580,26 @@ class Poller:
         else:
             services.run_add_message(run=run, text=reason, level="error")
             services.run_finish(run=run, state=Run.State.FAILED, error=reason)
+
+    def _resource_failing(self, resource: ExecutionResource, reason: str) -> None:
+        """Log a resource's first failure, once, until it recovers."""
+        if resource.pk not in self._failing:
+            self._failing[resource.pk] = time.monotonic()
+            logger.warning(
+                "resource %s failing: %s; its runs wait, tried again in %s s",
+                resource.name,
+                reason,
+                RESOURCE_RETRY_SECONDS,
+            )
+
+    def _resource_ok(self, resource: ExecutionResource) -> None:
+        since = self._failing.pop(resource.pk, None)
+        if since is not None:
+            logger.info(
+                "resource %s recovered after %s",
+                resource.name,
+                display_seconds(time.monotonic() - since),
+            )
 
     def _resource_down(self, resource_id: int) -> None:
         """Leave a resource that could not be reached alone for a while, and
@@ -560,6 +646,7 @@ class Poller:
                 # for a while (they keep their state), try again later.
                 logger.warning("tracking run %s: %s", run.pk, exc)
                 services.resource_record_error(resource=run.resource, error=str(exc))
+                self._resource_failing(run.resource, str(exc))
                 self._resource_down(run.resource_id)
             except Exception as exc:  # noqa: BLE001
                 logger.exception("tracking run %s failed", run.pk)
@@ -851,7 +938,8 @@ class Poller:
             services.run_add_message(
                 run=run, text=f"Could not bring the files home: {exc}", level="error"
             )
-        services.run_finish(run=run, **fields)
+        if services.run_finish(run=run, **fields):
+            self._counts[fields.get("state", "")] += 1
         self._flights.pop(run.pk, None)
         pool = self._pools.get(run.resource_id)
         if pool is not None and run.saga_job_id:
@@ -888,9 +976,8 @@ class Poller:
         self._next_retention_check = time.monotonic() + 3600  # ask the database hourly
         from scheduler.retention import prune_if_due
 
-        result = prune_if_due()
+        result = prune_if_due()  # logs what it pruned (scheduler.retention), one line
         if result is not None:
-            logger.info("retention: removed %s", result)
             if not result.complete:  # a backlog: the next slice in a minute
                 self._next_retention_check = time.monotonic() + 60
         return False
@@ -1058,6 +1145,12 @@ def _launched_at(files, run: Run):
         except ValueError:
             return None
     return None
+
+
+def _ids(ids: list[int], most: int = 20) -> str:
+    """Run ids for a log line: the first ``most``, then how many more."""
+    shown = ", ".join(str(i) for i in ids[:most])
+    return shown + (f" and {len(ids) - most} more" if len(ids) > most else "")
 
 
 def _stderr_tail(files, run: Run, lines: int = 20) -> str:

@@ -94,7 +94,13 @@ def prune(
                 "bytes": result.bytes,
             },
         )
-        logger.info("retention: pruned %s", result)
+        logger.info(
+            "retention: pruned %s (finished more than %s days ago, the newest %s per "
+            "definition kept)",
+            result,
+            f"{older_than.total_seconds() / 86400:g}",
+            keep_last,
+        )
     return result
 
 
