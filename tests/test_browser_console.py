@@ -296,3 +296,40 @@ def test_a_new_token_is_monospaced_and_copied_with_one_click(page, live_server, 
     )
     with urllib.request.urlopen(request) as response:
         assert response.status == 200
+
+
+def test_the_live_page_fills_in_submitted_and_started_and_arrows_reorder_parameters(
+    page,  # noqa: F811
+    live_server,
+    console_world,
+):
+    _login(page, live_server, "administrator")
+    crunch = console_world["crunch"]
+    queued = services.run_enqueue(definition=crunch)
+    page.goto(f"{live_server.url}/admin/scheduler/run/{queued.pk}/change/")
+    assert page.inner_text(".field-started .readonly").strip() == ""
+    page.evaluate("window.__sameDocument = true")
+    # What the poller does when it launches the run; the page learns it from status.json.
+    now = timezone.now()
+    Run.objects.filter(pk=queued.pk).update(
+        state=Run.State.RUNNING, submitted_at=now - dt.timedelta(seconds=1), started_at=now
+    )
+    page.wait_for_function(
+        "() => /^\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d$/.test("
+        "document.querySelector('.field-started .readonly').textContent.trim())",
+        timeout=15_000,
+    )
+    assert page.inner_text(".field-submitted .readonly").strip() != ""
+    assert page.evaluate("window.__sameDocument === true")
+
+    # Parameters: move the first row (steps) down twice, save: the order follows.
+    page.goto(f"{live_server.url}/admin/scheduler/taskdefinition/{crunch.pk}/change/")
+    first = page.locator("#parameters-group tbody tr.form-row.has_original").first
+    first.locator(".param-down").click()
+    page.locator("#parameters-group tbody tr.form-row.has_original").nth(1).locator(
+        ".param-down"
+    ).click()
+    page.click("input[name=_continue]")
+    page.wait_for_selector("#parameters-group")
+    names = list(crunch.parameters.order_by("position").values_list("name", flat=True))
+    assert names == ["sleep", "station", "steps", "dry_run", "day"]
