@@ -129,6 +129,8 @@ def console_world(roles, local_resource):
     started = timezone.now() - dt.timedelta(minutes=4, seconds=12)
     Run.objects.filter(pk=running.pk).update(
         state=Run.State.RUNNING,
+        queued_at=started - dt.timedelta(seconds=2.2),
+        due_at=started - dt.timedelta(seconds=2.2),
         submitted_at=started - dt.timedelta(seconds=1),
         started_at=started,
         progress=58,

@@ -31,6 +31,17 @@ RUN_PAGE_FILES = 50  # the files page (scheduler.views.files) has them all, a pa
 ERROR_LINES = 20  # an error longer than this shows its last lines, the rest folded
 
 
+def time_column(field: str, label: str, *, sortable: bool = True):
+    """A read-only field (and list column) showing one of a run's times."""
+
+    @admin.display(description=label, ordering=field if sortable else None)
+    def show(self, run: Run) -> str:
+        return display.when(getattr(run, field))
+
+    show.__name__ = field.removesuffix("_at")
+    return show
+
+
 def first_line(text: str) -> str:
     lines = (text or "").strip().splitlines()
     return lines[0] if lines else ""
@@ -196,25 +207,12 @@ class RunAdmin(
         under Error, not here as well."""
         return first_line(run.status_message)
 
-    @admin.display(description="due", ordering="due_at")
-    def due(self, run: Run) -> str:
-        return display.when(run.due_at)
-
-    @admin.display(description="queued", ordering="queued_at")
-    def queued(self, run: Run) -> str:
-        return display.when(run.queued_at)
-
-    @admin.display(description="submitted")
-    def submitted(self, run: Run) -> str:
-        return display.when(run.submitted_at)
-
-    @admin.display(description="started", ordering="started_at")
-    def started(self, run: Run) -> str:
-        return display.when(run.started_at)
-
-    @admin.display(description="finished", ordering="finished_at")
-    def finished(self, run: Run) -> str:
-        return display.when(run.finished_at)
+    # A run's moments, to the second in the site's zone (scheduler.display.when).
+    due = time_column("due_at", "due")
+    queued = time_column("queued_at", "queued")
+    submitted = time_column("submitted_at", "submitted", sortable=False)
+    started = time_column("started_at", "started")
+    finished = time_column("finished_at", "finished")
 
     @admin.display(description="wait to start")
     def wait_display(self, run: Run) -> str:
