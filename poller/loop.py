@@ -167,6 +167,7 @@ class Poller:
         logger.info("poller %s (pid %s) started", self.ident, self.pid)
         keep_database_connections()
         self.log_taken_back()
+        _quietly(_sync_periodic, "syncing the periodic tasks declared in code")
         self.warm_up()
         try:
             while not self.stop_requested:
@@ -351,7 +352,9 @@ class Poller:
                 state=Run.State.QUEUED, due_at__lte=now, resource_id__in=list(resources)
             )
             .select_related("definition", "resource", "recurrence")
-            .order_by("due_at", "id")[: max(50, sum(max(v, 0) for v in room.values()) * 2)]
+            .order_by("-priority", "due_at", "id")[
+                : max(50, sum(max(v, 0) for v in room.values()) * 2)
+            ]
         )
         claimed: list[Run] = []
         for run in candidates:
@@ -1145,6 +1148,15 @@ def _launched_at(files, run: Run):
         except ValueError:
             return None
     return None
+
+
+def _sync_periodic() -> None:
+    """At start, like after migrate: a deploy that changed a @task schedule
+    brings it into the admin without a migrate (scheduler.periodic)."""
+    from scheduler import periodic
+
+    if settings.SCHEDULER_PERIODIC_SYNC:
+        periodic.sync()
 
 
 def _ids(ids: list[int], most: int = 20) -> str:

@@ -98,6 +98,13 @@ INSTALLED_APPS = [
     "poller",
     "demo",
 ]
+if sys.version_info < (3, 12):  # Django 5.2: the Tasks framework comes from the backport
+    INSTALLED_APPS.append("django_tasks")
+
+# Django's Tasks framework: @task functions enqueue as runs (scheduler.tasks_backend,
+# docs/django_tasks.md). A task's queue_name names the resource ("default": the
+# definition's default, the resource named 'local').
+TASKS = {"default": {"BACKEND": "scheduler.tasks_backend.SchedulerBackend"}}
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -237,6 +244,10 @@ SCHEDULER_LEASE_SECONDS = env_int("SCHEDULER_LEASE_SECONDS", 60)
 # The poller's one-line summary at INFO ("last 60 s: launched 12, ended 11 ..."),
 # written this often while there is work.
 SCHEDULER_LOG_SUMMARY_SECONDS = env_int("SCHEDULER_LOG_SUMMARY_SECONDS", 60)
+# Periodic tasks declared in code (@task(schedule=...), SCHEDULER_PERIODIC_TASKS)
+# become schedules after migrate and when a poller starts (scheduler.periodic).
+SCHEDULER_PERIODIC_SYNC = env_bool("SCHEDULER_PERIODIC_SYNC", True)
+SCHEDULER_PERIODIC_TASKS: dict = {}
 SCHEDULER_MAX_FILE_BYTES = env_int("SCHEDULER_MAX_FILE_BYTES", 5 * 1024**3)
 SCHEDULER_MAX_RUN_BYTES = env_int("SCHEDULER_MAX_RUN_BYTES", 20 * 1024**3)
 SCHEDULER_MESSAGE_MAX_CHARS = env_int("SCHEDULER_MESSAGE_MAX_CHARS", 4000)

@@ -15,6 +15,29 @@ class SchedulerConfig(AppConfig):
     name = "scheduler"
     verbose_name = "Scheduler"
 
+    def ready(self):
+        from django.db.models.signals import post_migrate
+
+        post_migrate.connect(_sync_periodic_tasks, sender=self)
+
+
+def _sync_periodic_tasks(sender, using="default", plan=None, **kwargs):
+    """After migrate: the periodic tasks declared in code become schedules
+    (scheduler.periodic). Not for a migration run backwards to zero."""
+    from django.conf import settings
+
+    from scheduler.models import Recurrence
+
+    if not settings.SCHEDULER_PERIODIC_SYNC:
+        return
+    try:
+        Recurrence.objects.using(using).exists()
+    except Exception:  # noqa: BLE001 - the tables are not there (migrated to zero)
+        return
+    from scheduler import periodic
+
+    periodic.sync()
+
 
 class SchedulerAdminSite(admin.AdminSite):
     site_header = "DjangoTaskScheduler"

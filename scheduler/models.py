@@ -644,6 +644,11 @@ class Run(models.Model):
     args = models.JSONField("arguments", default=list, blank=True)
     state = models.CharField("state", max_length=10, choices=State.choices, default=State.QUEUED)
     attempt = models.PositiveIntegerField("attempt", default=1)
+    priority = models.SmallIntegerField(
+        "priority",
+        default=0,
+        help_text="-100 to 100; among due runs, higher goes first (Django Tasks' priority).",
+    )
     retry_of = models.ForeignKey(
         "self",
         on_delete=models.SET_NULL,
@@ -703,6 +708,9 @@ class Run(models.Model):
             # Poller claim: state='QUEUED' AND due_at <= now ORDER BY due_at.
             # Poller tracking: state IN ('SUBMITTED','RUNNING'); dashboard counts per state.
             models.Index(fields=["state", "due_at"], name="run_state_due_idx"),
+            # Poller claim order: state='QUEUED' AND due_at <= now ORDER BY priority
+            # DESC, due_at, id (a higher priority goes first among the due runs).
+            models.Index(fields=["state", "-priority", "due_at", "id"], name="run_claim_idx"),
             # Definition page / per-definition statistics: runs of one definition, newest first.
             models.Index(fields=["definition", "-queued_at"], name="run_definition_idx"),
             # Dashboard "recent failures" and timeline: finished runs by finish time.

@@ -107,6 +107,7 @@ def run_enqueue(
     attempt: int = 1,
     retry_of: Run | None = None,
     json_types: bool = False,
+    priority: int = 0,
 ) -> Run:
     """Queue a run of ``definition``; parameters are checked against its typed
     parameters (``json_types``: strictly, as JSON values; see run_target)."""
@@ -125,6 +126,7 @@ def run_enqueue(
         recurrence=recurrence,
         attempt=attempt,
         retry_of=retry_of,
+        priority=priority,
     )
 
 
@@ -287,6 +289,7 @@ def run_retry_if_needed(*, run: Run, now: dt.datetime | None = None) -> Run | No
         requested_by=run.requested_by,
         attempt=run.attempt + 1,
         retry_of=first,
+        priority=run.priority,
     )
     run_add_message(
         run=run,
@@ -525,6 +528,52 @@ def recurrence_edited(*, rec: Recurrence, now: dt.datetime) -> None:
     re-enable never fires the past; an old error is forgotten."""
     rec.next_due_at = rec.next_due_on_enable(now) if rec.enabled else None
     rec.last_error = ""
+
+
+def recurrence_declare(
+    *,
+    definition: TaskDefinition,
+    name: str,
+    expression: str,
+    zone: str,
+    now: dt.datetime,
+    gone_mark: str,
+) -> str | None:
+    """A schedule declared in code (scheduler.periodic): made ("added") enabled,
+    or brought to the code's expression and zone ("changed"), keeping the
+    operator's enabled flag; None when it already matches."""
+    rec = Recurrence.objects.filter(definition=definition, name=name).first()
+    if rec is None:
+        rec = Recurrence(
+            definition=definition,
+            name=name,
+            kind=Recurrence.Kind.CRON,
+            cron_expression=expression,
+            timezone=zone,
+            start_at=now,
+            enabled=True,
+        )
+        recurrence_edited(rec=rec, now=now)
+        rec.save()
+        return "added"
+    same = (rec.kind, rec.cron_expression, rec.timezone) == (Recurrence.Kind.CRON, expression, zone)
+    came_back = rec.last_error.startswith(gone_mark)
+    if same and not came_back:
+        return None
+    if came_back:  # disabled by the sync when it left the code, not by an operator
+        rec.enabled = True
+    rec.kind, rec.cron_expression, rec.timezone = Recurrence.Kind.CRON, expression, zone
+    recurrence_edited(rec=rec, now=now)
+    rec.save()
+    return "changed"
+
+
+def recurrence_undeclare(*, rec: Recurrence, now: dt.datetime, note: str) -> None:
+    """A schedule whose declaration left the code: disabled with ``note``, kept."""
+    rec.enabled = False
+    recurrence_edited(rec=rec, now=now)
+    rec.last_error = note
+    rec.save(update_fields=["enabled", "next_due_at", "last_error"])
 
 
 def recurrence_resume(*, rec: Recurrence, now: dt.datetime | None = None) -> Recurrence:

@@ -19,6 +19,17 @@ PASSWORD = "correct horse battery staple 42"
 # Task programs started by the poller during tests set Django up in their own
 # process (scheduler_client.setup_django); they inherit this environment.
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-for-task-programs-0123456789abcdef")
+# The demo's periodic task would become a schedule in every test database (and in
+# the pollers the tests start); the periodic tests call scheduler.periodic.sync().
+os.environ["SCHEDULER_PERIODIC_SYNC"] = "0"
+
+
+def pytest_configure(config):
+    # Settings were read before this file (pytest-django sets Django up first):
+    # the environment above reaches the subprocesses, this the test process.
+    from django.conf import settings
+
+    settings.SCHEDULER_PERIODIC_SYNC = False
 
 
 PYENV_LOCK = Path.home() / ".pyenv" / "shims" / ".pyenv-shim"
