@@ -123,6 +123,7 @@ class SchedulerBackend(BaseTaskBackend):
 
     def enqueue(self, task, args, kwargs):
         self.validate_task(task)
+        _importable(task)
         resource = resource_for(task.queue_name)  # InvalidTask for an unknown queue
         call = encode_call(args, kwargs)  # TypeError/ValueError as Django's own backends
         if len(call) > MAX_CALL_CHARS:
@@ -234,6 +235,21 @@ def decode_call(text) -> dict[str, Any]:
     except ValueError:
         data = {}
     return {"args": list(data.get("args") or []), "kwargs": dict(data.get("kwargs") or {})}
+
+
+def _importable(task) -> None:
+    """The poller's program imports the task by its path: it must find this task
+    there (not a plain function, not another object)."""
+    path = task.module_path
+    try:
+        found = import_string(path)
+    except ImportError:
+        found = None
+    if getattr(found, "func", None) is not task.func:
+        raise InvalidTask(
+            f"{path} cannot be imported by its path as this task, so the poller could not "
+            "run it: decorate a module-level function with @task and keep its name."
+        )
 
 
 def resource_for(queue_name: str):

@@ -18,7 +18,9 @@ from scheduler.tasks_backend import (
     SchedulerBackend,
     TaskResultDoesNotExist,
 )
-from tests.poller_helpers import poller_fixture, run_to_end
+from tests.poller_helpers import poller_fixture, run_to_end, tick_until
+from tests.tasks_for_tests import echo as not_json
+from tests.tasks_for_tests import on_mars, renamed, sleep_until_cancelled
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -30,16 +32,6 @@ except ImportError:
     from django_tasks import TaskResultStatus, task, task_backends
 
 default_task_backend = task_backends["default"]
-
-
-@task
-def not_json(x):
-    return x
-
-
-@task(queue_name="mars")
-def on_mars():
-    return 1
 
 
 def _run(result) -> Run:
@@ -123,6 +115,20 @@ def test_cancel_ends_the_result_failed(poller, local_resource):
     assert result.errors[0].exception_class_path == "scheduler.tasks_backend.TaskCancelled"
 
 
+def test_cancelling_a_running_task_ends_it_and_its_result_says_cancelled(poller, local_resource):
+    result = sleep_until_cancelled.enqueue()
+    run = _run(result)
+    tick_until(poller, lambda: Run.objects.get(pk=run.pk).state == Run.State.RUNNING)
+    result.refresh()
+    assert result.status == TaskResultStatus.RUNNING
+    assert services.run_request_cancel(run=Run.objects.get(pk=run.pk)) == "requested"
+    run = run_to_end(poller, run)
+    assert run.state == Run.State.CANCELLED
+    result.refresh()
+    assert result.status == TaskResultStatus.FAILED and result.is_finished
+    assert result.errors[-1].exception_class_path == "scheduler.tasks_backend.TaskCancelled"
+
+
 @pytest.mark.parametrize(
     ("call", "error", "says"),
     [
@@ -131,6 +137,7 @@ def test_cancel_ends_the_result_failed(poller, local_resource):
         (lambda: on_mars.enqueue(), InvalidTask, "Queue 'mars' is not valid"),
         (lambda: not_json.enqueue("x" * 20_000), InvalidTask, "at most 10,000"),
         (lambda: not_json.using(priority=101).enqueue(1), InvalidTask, "priority"),
+        (lambda: renamed.enqueue(1), InvalidTask, "cannot be imported by its path"),
     ],
 )
 def test_bad_input_is_djangos_error_at_enqueue_and_queues_nothing(
