@@ -135,6 +135,7 @@ class SchedulerBackend(BaseTaskBackend):
 
         with transaction.atomic():
             definition = definition_for(task)
+            _runs_django_here(resource or services.default_resource_for(definition), task)
             run = services.run_enqueue(
                 definition=definition,
                 parameters={"call": call},
@@ -249,6 +250,20 @@ def _importable(task) -> None:
         raise InvalidTask(
             f"{path} cannot be imported by its path as this task, so the poller could not "
             "run it: decorate a module-level function with @task and keep its name."
+        )
+
+
+def _runs_django_here(resource, task) -> None:
+    """The task program sets Django up with this site's code, settings and
+    database, which it finds on resources of this host (fork://localhost, a
+    batch system here such as slurm://localhost) that run programs as the site's
+    own account; elsewhere it could not start."""
+    if not resource.on_this_host() or resource.run_as:
+        why = "runs programs as another account" if resource.run_as else "is not on this host"
+        raise InvalidTask(
+            f"Queue {resource.name!r} cannot run {task.module_path}: the resource {why}, and a "
+            "Django task needs the site's code, settings and database (a resource of this host "
+            "that runs programs as the site's account)."
         )
 
 

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from demo.tasks import add_numbers, count_measurements, which_attempt
 from scheduler import periodic, services
-from scheduler.models import Recurrence, Run, TaskDefinition
+from scheduler.models import ExecutionResource, Recurrence, Run, TaskDefinition
 from scheduler.tasks_backend import (
     InvalidTask,
     PeriodicTask,
@@ -138,14 +138,19 @@ def test_cancelling_a_running_task_ends_it_and_its_result_says_cancelled(poller,
         (lambda: not_json.enqueue("x" * 20_000), InvalidTask, "at most 10,000"),
         (lambda: not_json.using(priority=101).enqueue(1), InvalidTask, "priority"),
         (lambda: renamed.enqueue(1), InvalidTask, "cannot be imported by its path"),
+        (lambda: not_json.using(queue_name="far").enqueue(1), InvalidTask, "is not on this host"),
     ],
 )
 def test_bad_input_is_djangos_error_at_enqueue_and_queues_nothing(
     local_resource, call, error, says
 ):
+    ExecutionResource.objects.create(
+        name="far", job_service_url="ssh://cluster.example.org", working_root="/scratch/x"
+    )
     with pytest.raises(error, match=says):
         call()
     assert not Run.objects.exists()
+    assert not TaskDefinition.objects.exists()  # nothing half-made either
 
 
 def test_a_task_that_is_not_a_module_level_function_is_refused(local_resource):
