@@ -121,6 +121,7 @@ class RunAdmin(
         "status_display",
         "parameters",
         "args",
+        "priority",
         "due",
         "queued",
         "submitted",
@@ -140,7 +141,19 @@ class RunAdmin(
     ]
     fieldsets = [
         (None, {"fields": ["definition", "state_display", "progress_display", "status_display"]}),
-        ("Request", {"fields": ["parameters", "args", "resource", "requested_by", "recurrence"]}),
+        (
+            "Request",
+            {
+                "fields": [
+                    "parameters",
+                    "args",
+                    "resource",
+                    "priority",
+                    "requested_by",
+                    "recurrence",
+                ]
+            },
+        ),
         (
             "Times",
             {
