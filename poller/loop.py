@@ -226,7 +226,7 @@ class Poller:
                 if ended
                 else ""
             ),
-            len(self._flights),
+            Run.objects.filter(poller=self.ident, state__in=Run.ACTIVE_STATES).count(),
             "10000+" if waiting > 10_000 else waiting,
         )
         return False
@@ -639,6 +639,12 @@ class Poller:
         found = False
         from poller.saga_executor import ExecutorError
 
+        mine = list(mine)
+        # A quick run can be tracked to its end before its launch is collected,
+        # and the collection then gave it a flight that nothing would remove:
+        # keep flights only for the runs still in flight.
+        for stale in set(self._flights) - {run.pk for run in mine}:
+            del self._flights[stale]
         for run in mine:
             if self._resource_down_until.get(run.resource_id, 0) > time.monotonic():
                 continue  # its host failed a moment ago: its runs wait, nothing is lost

@@ -116,3 +116,12 @@ def test_a_prune_is_one_line(hello, caplog):
         "retention: pruned 1 runs, 0 messages, 0 files (0.0 MiB) (finished more than 30 days "
         "ago, the newest 0 per definition kept)"
     ]
+
+
+def test_a_run_ended_before_its_launch_was_collected_leaves_no_flight(poller, hello):
+    """collect_launches gave such a run a flight that nothing removed (one object
+    per quick run, for the poller's life); the next tracking pass drops it."""
+    run = run_to_end(poller, services.run_enqueue(definition=hello))
+    poller._flights.setdefault(run.pk, object())  # what a late collection did
+    poller.track()
+    assert run.pk not in poller._flights
