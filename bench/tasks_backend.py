@@ -7,7 +7,7 @@
    against the bare floor of the same work: N interpreters that set Django up and
    call the function, `--concurrency` at a time (what a task costs without us).
 
-    .venv/bin/python bench/django_tasks.py --tasks 300
+    .venv/bin/python bench/tasks_backend.py --tasks 300
 """
 
 from __future__ import annotations
