@@ -189,3 +189,20 @@ def test_a_run_on_slurm_over_ssh_ends_with_its_files_home(
     stdout = run.files.get(kind="stdout")
     data = stdout.absolute_path().read_bytes()
     assert hashlib.sha256(data).hexdigest() == stdout.sha256
+
+
+def test_a_django_task_runs_as_a_slurm_job_when_its_queue_names_the_cluster(
+    poller, cluster, slurm
+):
+    """A batch system on the site's host can set the site's Django up: a task
+    whose queue_name names it runs there, its return value comes home."""
+    from demo.tasks import add_numbers
+
+    result = add_numbers.using(queue_name="cluster").enqueue(20, 22)
+    run = Run.objects.get(pk=int(result.id))
+    assert run.resource == cluster
+    run = run_to_end(poller, run, timeout=90)
+    assert run.state == Run.State.SUCCEEDED, (run.error, slurm.logs()[-2000:])
+    assert run.saga_job_id.startswith("[slurm://localhost/]-[")
+    result.refresh()
+    assert result.return_value == 42
