@@ -573,10 +573,9 @@ class Poller:
         logger.warning("run %s: %s", run.pk, reason)
         services.resource_record_error(resource=run.resource, error=reason)
         if _is_resource_fault(exc):
-            self._resource_failing(run.resource, reason)
-        if _is_resource_fault(exc):
             # The resource is unreachable: put the run back in the queue to wait,
             # leave the resource alone for a while, try again later.
+            self._resource_failing(run.resource, reason)
             self._resource_down(run.resource_id)
             services.run_requeue_unlaunched(run=run)
             services.run_add_message(run=run, text=reason + " The run waits.", level="warning")

@@ -73,21 +73,32 @@ def size(value: int | None) -> str:
     return exact  # not reached
 
 
+def duration(run) -> str:
+    """How long the run ran, or has run so far."""
+    if run.started_at is None:
+        return ""
+    return seconds(run.duration) + ("" if run.finished_at else " so far")
+
+
+def wait(run) -> str:
+    """From when the run was due (or queued, if later) to its start, or so far."""
+    if run.queued_at is None or run.due_at is None:
+        return ""
+    since = max(run.queued_at, run.due_at)
+    until = run.started_at or (None if run.is_final else timezone.now())
+    if until is None or until < since:
+        return ""
+    return seconds(until - since) + ("" if run.started_at else " so far")
+
+
 def run_times(run) -> dict[str, str]:
     """A run's times and the spans between them, written out for a page."""
-    now = timezone.now()
-    start_from = max(t for t in (run.queued_at, run.due_at) if t is not None) if run.queued_at else None
-    wait_end = run.started_at or (None if run.is_final else now)
     return {
         "due_at": when(run.due_at),
         "queued_at": when(run.queued_at),
         "submitted_at": when(run.submitted_at),
         "started_at": when(run.started_at),
         "finished_at": when(run.finished_at),
-        "duration": seconds(run.duration) + ("" if run.finished_at or not run.started_at else " so far"),
-        "wait": (
-            seconds(wait_end - start_from) + ("" if run.started_at else " so far")
-            if start_from and wait_end and wait_end >= start_from
-            else ""
-        ),
+        "duration": duration(run),
+        "wait": wait(run),
     }

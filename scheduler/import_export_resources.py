@@ -16,6 +16,10 @@ from import_export import fields, resources, widgets
 from scheduler.models import ExecutionResource, Recurrence, Run, TaskDefinition, TaskParameter
 
 PARAMETER_FIELDS = ["name", "type", "default", "required", "help_text", "choices"]
+# Export option (admin.common.NativeJSONExportMixin): the JSON columns render as
+# lists and objects. Not django-import-export's force_native_type, which its
+# admin also sets for XLSX, where a list cell would be written as Python's repr.
+JSON_NATIVE = "json_native"
 
 
 class ExecutionResourceResource(resources.ModelResource):
@@ -60,8 +64,8 @@ class ParametersWidget(widgets.Widget):
         return data
 
     def render(self, value, obj=None, **kwargs):
-        if kwargs.get("force_native_type"):
-            return list(value or [])  # JSON and XLSX-less formats keep the list itself
+        if kwargs.get(JSON_NATIVE):
+            return list(value or [])  # a JSON export keeps the list itself
         return json.dumps(value or [], sort_keys=True)
 
 
@@ -87,7 +91,7 @@ class JSONValueWidget(widgets.Widget):
 
     def render(self, value, obj=None, **kwargs):
         value = value if value is not None else self.empty
-        if kwargs.get("force_native_type"):
+        if kwargs.get(JSON_NATIVE):
             return value
         return json.dumps(value, sort_keys=True)
 

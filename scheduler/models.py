@@ -705,7 +705,7 @@ class Run(models.Model):
         indexes = [
             # Admin run list default ordering: ORDER BY queued_at DESC, id DESC LIMIT 100.
             models.Index(fields=["-queued_at", "-id"], name="run_list_order_idx"),
-            # Poller claim: state='QUEUED' AND due_at <= now ORDER BY due_at.
+            # The poller's next due time: state='QUEUED' AND due_at > now ORDER BY due_at.
             # Poller tracking: state IN ('SUBMITTED','RUNNING'); dashboard counts per state.
             models.Index(fields=["state", "due_at"], name="run_state_due_idx"),
             # Poller claim order: state='QUEUED' AND due_at <= now ORDER BY priority

@@ -29,6 +29,7 @@ from django.utils.module_loading import autodiscover_modules, import_string
 logger = logging.getLogger(__name__)
 
 DECLARED = "declared in code"
+GONE = "Not declared in code any more"  # starts the note on a schedule the sync disabled
 _declared: dict[str, object] = {}
 
 
@@ -111,6 +112,3 @@ def sync(now=None) -> dict[str, list[str]]:
             "; ".join(f"{kind} {', '.join(paths)}" for kind, paths in report.items() if paths),
         )
     return report
-
-
-GONE = "Not declared in code any more"

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from typing import Any
 
 from django.db import transaction
@@ -62,6 +63,7 @@ __all__ = [
 PROGRAM = "django_task.py"  # in task_programs/
 RETURN_FILE = "return_value.json"
 ERROR_FILE = "task_error.json"
+CLASS_PATH = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*){1,20}")
 MAX_CALL_CHARS = 10_000  # the run parameter that carries the arguments (a string parameter)
 
 STATUS = {
@@ -143,7 +145,7 @@ class SchedulerBackend(BaseTaskBackend):
                 due_at=task.run_after,
                 priority=task.priority,
             )
-        result = self._result(task, run)
+        result = self._result(task, run, attempts=[run])  # a new run has no retries yet
         task_enqueued.send(type(self), task_result=result)
         return result
 
@@ -166,14 +168,15 @@ class SchedulerBackend(BaseTaskBackend):
             ) from None
         return self._result(task, run)
 
-    def _result(self, task, run) -> TaskResult:
+    def _result(self, task, run, attempts=None) -> TaskResult:
         """The TaskResult of ``run`` (the first attempt), from its newest attempt."""
         from scheduler.models import Run
 
         first = run.retry_of or run
-        attempts = list(
-            Run.objects.filter(Q(pk=first.pk) | Q(retry_of=first)).order_by("attempt", "pk")
-        )
+        if attempts is None:
+            attempts = list(
+                Run.objects.filter(Q(pk=first.pk) | Q(retry_of=first)).order_by("attempt", "pk")
+            )
         last = attempts[-1] if attempts else run
         call = decode_call(last.parameters.get("call"))
         status = STATUS[last.state]
@@ -200,8 +203,10 @@ class SchedulerBackend(BaseTaskBackend):
 
     @staticmethod
     def _error(run) -> TaskError:
+        # Written by the task program, so read as the task's word: the class path
+        # must look like one (TaskError imports it when asked), else it is ignored.
         found = _stored_json(run, ERROR_FILE)
-        if isinstance(found, dict) and isinstance(found.get("exception_class_path"), str):
+        if isinstance(found, dict) and CLASS_PATH.fullmatch(str(found.get("exception_class_path"))):
             return TaskError(
                 exception_class_path=found["exception_class_path"],
                 traceback=str(found.get("traceback") or run.error),

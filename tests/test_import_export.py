@@ -225,3 +225,27 @@ def test_a_json_export_has_real_types_and_round_trips_through_an_empty_site(clie
     assert "None" not in re.sub(r"<[^>]+>", " ", table[: table.index("</table>")]).split()
     again = _export_json(client, "taskdefinition", "taskdefinitionresource", DEFINITION_FIELDS)
     assert again == first
+
+
+def test_an_xlsx_export_keeps_json_text_in_its_json_columns(client, roles, setup):
+    """XLSX exports are native-typed too (django-import-export's force_native_type),
+    but a list in a cell would be written as Python's repr, which does not import."""
+    import json
+
+    import openpyxl
+
+    client.force_login(roles["superuser"])
+    response = client.post(
+        reverse("admin:scheduler_taskdefinition_export"),
+        {
+            "format": 1,
+            "resource": 0,
+            **{f"taskdefinitionresource_{f}": "on" for f in DEFINITION_FIELDS},
+        },
+    )
+    rows = list(
+        openpyxl.load_workbook(io.BytesIO(response.content)).active.iter_rows(values_only=True)
+    )
+    row = dict(zip(rows[0], rows[1], strict=True))
+    assert json.loads(row["parameters"])[0]["name"] == "greeting"
+    assert json.loads(row["default_args"]) == ["--fast", "a b"]

@@ -64,7 +64,11 @@ class NativeJSONExportMixin:
             return super().get_export_data(file_format, request, queryset, **kwargs)
         if not self.has_export_permission(request):
             raise PermissionDenied
-        data = self.get_data_for_export(request, queryset, force_native_type=True, **kwargs)
+        from scheduler.import_export_resources import JSON_NATIVE
+
+        data = self.get_data_for_export(
+            request, queryset, force_native_type=True, **{JSON_NATIVE: True}, **kwargs
+        )
         export_data = file_format.export_data(data)
         encoding = kwargs.get("encoding")
         if encoding:

@@ -52,7 +52,7 @@ class ProgramInput(forms.TextInput):
 class TaskParameterForm(forms.ModelForm):
     """One row of the parameter table, narrow enough for a 1366 px window: the
     choices a one-line JSON list, the position hidden (the table's order is the
-    position: live_params.js writes it from the rows' places, arrows move them)."""
+    position: param_rows.js writes it from the rows' places, arrows move them)."""
 
     place = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
 

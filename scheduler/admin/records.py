@@ -106,7 +106,7 @@ class ApiTokenAdmin(AuditedAdminMixin, admin.ModelAdmin):
         self.message_user(
             request,
             format_html(
-                'Token created. Copy its key now; it is not shown again: '
+                "Token created. Copy its key now; it is not shown again: "
                 '<code class="token-key" id="new-token-key">{}</code> '
                 '<button type="button" class="token-copy" data-copy="#new-token-key">Copy</button>',
                 key,

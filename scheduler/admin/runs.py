@@ -229,11 +229,11 @@ class RunAdmin(
 
     @admin.display(description="wait to start")
     def wait_display(self, run: Run) -> str:
-        return display.run_times(run)["wait"]
+        return display.wait(run)
 
     @admin.display(description="duration")
     def duration_display(self, run: Run) -> str:
-        return display.run_times(run)["duration"]
+        return display.duration(run)
 
     @admin.display(description="error")
     def error_display(self, run: Run) -> str:
