@@ -58,6 +58,10 @@ class RunDirSource(Protocol):
         RefusedFile for a link anywhere on the path, a hard link, another owner,
         or anything but a regular file. Its bytes are read from what was opened."""
 
+    def list_files(self, run_dir: str, *, depth: int, limit: int) -> list[str]:
+        """Relative paths (a/b.csv) of regular files at most ``depth`` steps
+        down, links neither listed nor followed, at most ``limit`` of them."""
+
 
 # Characters a stored name may not hold: controls (newline, CR, tab, ESC ...),
 # and the bidirectional overrides and isolates that make "txt.exe" read as
@@ -156,11 +160,69 @@ def registered(
     return list(outputs.items()), over, first_over
 
 
+# Never brought home by a pattern: the scheduler's own files of the run directory.
+RESERVED = {
+    "run.json",
+    "events.jsonl",
+    "exit.json",
+    "launched",
+    "cancelled",
+    "scheduler_client.py",
+    STDOUT_FILE,
+    STDERR_FILE,
+}
+
+
+def pattern_name(relpath: str) -> str:
+    """The stored name of a file found by a pattern: its path, with each '/'
+    written as '__' (results/a.csv -> results__a.csv), since stored names are flat."""
+    return relpath.replace("/", "__")
+
+
+def by_patterns(
+    source: RunDirSource,
+    run_dir: str,
+    patterns: list[str],
+    *,
+    program: str = "",
+    taken: set[str],
+    limit: int,
+) -> list[Wanted]:
+    """The files of the run directory that match the definition's output patterns
+    (scheduler.needs.pattern_matches) and are not registered under that name
+    already, nor the scheduler's own files or the program."""
+    from scheduler.needs import pattern_matches
+
+    if not patterns or limit <= 0:
+        return []
+    depth = max(p.count("/") for p in patterns) + 1
+    found = []
+    for relpath in source.list_files(run_dir, depth=depth, limit=limit * 4 + 100):
+        if relpath in RESERVED or relpath == program or relpath.startswith("inputs/"):
+            continue
+        if not pattern_matches(patterns, relpath):
+            continue
+        name = pattern_name(relpath)
+        if name in taken:
+            continue
+        taken.add(name)
+        found.append(Wanted(name, relpath, KIND_OUTPUT))
+        if len(found) >= limit:
+            break
+    return found
+
+
 def wanted_files(
-    source: RunDirSource, run_dir: str, *, max_files: int = 0
+    source: RunDirSource,
+    run_dir: str,
+    *,
+    max_files: int = 0,
+    patterns: list[str] | None = None,
+    program: str = "",
 ) -> tuple[list[Wanted], list[FileResult]]:
     """The files to bring home (stdout, stderr, and the registered outputs, the
-    first ``max_files`` of them when that is not 0) and the refused names."""
+    first ``max_files`` of them when that is not 0; then the files matching the
+    definition's ``patterns``, up to the same limit) and the refused names."""
     wanted = [
         Wanted(STDOUT_FILE, STDOUT_FILE, KIND_STDOUT),
         Wanted(STDERR_FILE, STDERR_FILE, KIND_STDERR),
@@ -189,6 +251,22 @@ def wanted_files(
             refused.append(FileResult(name, KIND_OUTPUT, message=f"Output file refused: {exc}."))
             continue
         wanted.append(Wanted(name, path, KIND_OUTPUT))
+    if patterns:
+        outputs_now = [w for w in wanted if w.kind == KIND_OUTPUT]
+        room = (max_files or 10**9) - len(outputs_now)
+        try:
+            wanted += by_patterns(
+                source,
+                run_dir,
+                patterns,
+                program=program,
+                taken={w.name for w in outputs_now},
+                limit=room,
+            )
+        except RefusedFile as exc:
+            refused.append(
+                FileResult("", KIND_OUTPUT, message=f"Output patterns not applied: {exc}.")
+            )
     return wanted, refused
 
 
@@ -287,6 +365,8 @@ def collect_files(
     max_file: int,
     max_run: int,
     max_files: int = 0,
+    patterns: list[str] | None = None,
+    program: str = "",
 ) -> list[FileResult]:
     """Bring every wanted file of ``run_dir`` into ``store_root/run_key/<kind>/``.
 
@@ -294,7 +374,9 @@ def collect_files(
     again copies the files again over the same names (the per-run limit counts
     one pass, so a repeated sync does not use it up).
     """
-    wanted, results = wanted_files(source, run_dir, max_files=max_files)
+    wanted, results = wanted_files(
+        source, run_dir, max_files=max_files, patterns=patterns, program=program
+    )
     store_root = Path(store_root)
     total = 0
     for item in wanted:
@@ -336,5 +418,7 @@ def bring_files_home(run, rundir) -> list:
         max_file=settings.SCHEDULER_MAX_FILE_BYTES,
         max_run=settings.SCHEDULER_MAX_RUN_BYTES,
         max_files=settings.SCHEDULER_MAX_FILES,
+        patterns=run.definition.output_patterns or None,
+        program=os.path.basename(run.definition.program),
     )
     return services.run_record_files(run=run, results=results)

@@ -35,6 +35,7 @@ from django.utils.dateparse import parse_datetime
 
 from poller import rundir as rundirs
 from poller.events import MAX_LINE_BYTES, read_new_events
+from scheduler import inputs as run_inputs
 from scheduler import services
 from scheduler.display import seconds as display_seconds
 from scheduler.models import ExecutionResource, Recurrence, Run
@@ -525,6 +526,7 @@ class Poller:
         files = rundirs.for_resource(resource)
         run_dir = files.run_dir(run.pk)
         program = run.definition.program_path()
+        needs = run.needs or {}
         run_json = {
             "v": 1,
             "run_id": run.pk,
@@ -532,6 +534,9 @@ class Poller:
             "parameters": run.parameters,
             "args": [str(a) for a in run.args],
             "program": program.name,
+            "environment": dict((run.needs or {}).get("environment") or {}),
+            "cores": run.cores,
+            "memory_mb": (run.needs or {}).get("memory_mb"),
         }
         env = {"SCHEDULER_RUN_DIR": run_dir, "SCHEDULER_RUN_ID": str(run.pk)}
         if resource.on_this_host() and not resource.run_as:
@@ -549,6 +554,9 @@ class Poller:
                 program.name: program.read_bytes(),
                 "run.json": json.dumps(run_json, indent=1).encode(),
             },
+            # A shell script or binary keeps its executable bit (docs/client.md).
+            executable=frozenset([program.name] if os.access(program, os.X_OK) else []),
+            copies=run_inputs.staged_files(run),
         )
         from poller.saga_executor import JobSpec
 
@@ -563,9 +571,14 @@ class Poller:
             working_directory=run_dir,
             output="stdout.txt",
             error="stderr.txt",
-            queue=resource.queue,
-            project=resource.project,
+            queue=needs.get("queue") or resource.queue,
+            project=needs.get("project") or resource.project,
             wall_time_minutes=_wall_time_minutes(run),
+            cores=run.cores,
+            processes_per_host=needs.get("processes_per_host"),
+            memory_mb=needs.get("memory_mb"),
+            gpus=needs.get("gpus") or 0,
+            mpi=bool(needs.get("mpi")),
         )
 
     def _launch_failed(self, run: Run, exc: Exception) -> None:
@@ -999,15 +1012,14 @@ class Poller:
         due = mine.filter(
             Q(cancel_requested_at__isnull=False)
             | Q(definition__timeout_seconds__isnull=False, started_at__isnull=False)
+            | Q(timeout_seconds__isnull=False, started_at__isnull=False)
         ).exclude(pk__in=list(self._launching))  # a launch thread still owns those
         ending: list[tuple[Run, str, str]] = []
         for run in due:
             if run.cancel_requested_at:
                 ending.append((run, Run.State.CANCELLED, "Cancelled on request."))
-            elif (now - run.started_at).total_seconds() > run.definition.timeout_seconds:
-                reason = (
-                    f"Timed out after {run.definition.timeout_seconds} s; the job was cancelled."
-                )
+            elif (now - run.started_at).total_seconds() > run.effective_timeout:
+                reason = f"Timed out after {run.effective_timeout} s; the job was cancelled."
                 ending.append((run, Run.State.TIMED_OUT, reason))
         # The SAGA cancels (~0.2-0.5 s each) go out in parallel, one per job
         # service of the pool; the database work stays in this thread.
@@ -1128,12 +1140,11 @@ def _bundle_spec(specs, *, run_as: str = ""):
 
 
 def _wall_time_minutes(run: Run) -> int | None:
-    if run.resource.wall_time_minutes:
-        return run.resource.wall_time_minutes
-    if run.definition.timeout_seconds:
+    timeout = run.effective_timeout
+    if timeout:
         # The batch limit a little above our own timeout, so ours fires first.
-        return max(1, -(-run.definition.timeout_seconds // 60) + 1)
-    return None
+        return max(1, -(-timeout // 60) + 1)
+    return run.resource.wall_time_minutes or None
 
 
 def _launched_at(files, run: Run):

@@ -31,6 +31,7 @@ CANCELLED_FILE = "cancelled"
 STDOUT_FILE = "stdout.txt"
 STDERR_FILE = "stderr.txt"
 OUTPUT_DIR = "outputs"
+INPUT_DIR = "inputs"
 RUN_DIR_NAMES = {
     "RUN_FILE": RUN_FILE,
     "EVENTS_FILE": EVENTS_FILE,
@@ -170,21 +171,64 @@ class LocalRunDirs(RunDirs):
     def run_dir(self, run_id: int) -> str:
         return str(self.root / f"run-{run_id}")
 
-    def stage(self, run_dir: str, files: dict[str, bytes]) -> None:
+    def stage(
+        self,
+        run_dir: str,
+        files: dict[str, bytes],
+        *,
+        executable: frozenset[str] = frozenset(),
+        copies: list[tuple[str, Path]] = (),
+    ) -> None:
+        """Write ``files`` (name -> bytes; those in ``executable`` mode 0755,
+        the rest 0644) and ``copies`` (inputs/NAME -> a stored file) into the
+        run directory. Each goes in under a new random name opened without
+        following links and is then renamed over its place, so nothing a
+        program left there (a link named like an input) is written through."""
         path = Path(run_dir)
         path.mkdir(parents=True, exist_ok=True)
         if self.run_as:
             _hand_over(path, self.run_as)
-        (path / OUTPUT_DIR).mkdir(exist_ok=True)
-        if self.run_as:
-            _hand_over(path / OUTPUT_DIR, self.run_as)
+        folders = [OUTPUT_DIR] + ([INPUT_DIR] if copies else [])
+        for folder in folders:
+            _mkdir_no_link(path / folder)
+            if self.run_as:
+                _hand_over(path / folder, self.run_as)
         for name, data in files.items():
-            tmp = path / f".{name}.tmp"
-            tmp.write_bytes(data)
-            os.replace(tmp, path / name)
+            _write_new(path, name, [data], mode=0o755 if name in executable else 0o644)
+        for relpath, stored in copies:
+            folder, _, name = relpath.rpartition("/")
+            with open(stored, "rb") as source:
+                _write_new(path / folder, name, iter(lambda: source.read(1024 * 1024), b""))
 
     def exists(self, run_dir: str, name: str) -> bool:
         return os.path.lexists(Path(run_dir) / name)
+
+    def list_files(self, run_dir: str, *, depth: int, limit: int) -> list[str]:
+        """Regular files (not links) at most ``depth`` steps down, ``limit`` at most."""
+        found: list[str] = []
+        root_fd = self._open_dir(run_dir)
+        try:
+            pending: list[tuple[str, int]] = [("", 1)]
+            while pending and len(found) < limit:
+                prefix, level = pending.pop()
+                path = f"/proc/self/fd/{root_fd}/{prefix}" if prefix else f"/proc/self/fd/{root_fd}"
+                try:
+                    entries = list(os.scandir(path))
+                except OSError:
+                    continue
+                for entry in sorted(entries, key=lambda e: e.name):
+                    rel = f"{prefix}{entry.name}"
+                    if entry.is_symlink():
+                        continue
+                    if entry.is_file(follow_symlinks=False):
+                        found.append(rel)
+                        if len(found) >= limit:
+                            break
+                    elif entry.is_dir(follow_symlinks=False) and level < depth:
+                        pending.append((rel + "/", level + 1))
+        finally:
+            os.close(root_fd)
+        return found
 
     def _open_dir(self, run_dir: str) -> int:
         """The run directory itself, never through a link in its last step (a
@@ -461,6 +505,33 @@ def run_as_prefix(account: str) -> list[str]:
     if os.geteuid() == 0:
         return [shutil.which("runuser") or "/usr/sbin/runuser", "-u", account, "--"]
     return [shutil.which("sudo") or "/usr/bin/sudo", "-n", "-u", account, "--"]
+
+
+def _mkdir_no_link(path: Path) -> None:
+    try:
+        path.mkdir()
+    except FileExistsError:
+        if path.is_symlink() or not path.is_dir():
+            raise RefusedFile(f"{path.name} in the run directory is not a folder") from None
+
+
+def _write_new(folder: Path, name: str, chunks, *, mode: int = 0o644) -> None:
+    """Write ``chunks`` to ``folder/name`` through a fresh random name (O_EXCL,
+    O_NOFOLLOW), then rename it into place."""
+    import secrets
+
+    tmp = folder / f".stage-{secrets.token_hex(8)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+            os.fchmod(out.fileno(), mode)  # the umask may have taken bits away
+        os.replace(tmp, folder / name)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def for_resource(resource: ExecutionResource):

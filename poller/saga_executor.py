@@ -102,6 +102,11 @@ class JobSpec:
     queue: str = ""
     project: str = ""
     wall_time_minutes: int | None = None
+    cores: int = 1
+    processes_per_host: int | None = None
+    memory_mb: int | None = None
+    gpus: int = 0
+    mpi: bool = False
 
 
 LOCAL_SHELL = str(Path(__file__).with_name("local_shell.sh"))
@@ -283,6 +288,39 @@ def _bound_monitor_events(service) -> None:
             monitor.events = bounded
 
 
+def _batch_shape(jd, spec: JobSpec) -> None:
+    """Cores, processes, memory and GPUs in the terms radical.saga's batch
+    adaptors read them (measured on its Slurm adaptor, slurm_job.py):
+
+    - A plain run is one process with ``cores`` CPUs: number_of_processes 1,
+      processes_per_host 1, total_cpu_count cores, which it writes as
+      ``--ntasks=1 --cpus-per-task=cores``.
+    - An MPI run is one process per core under ``mpirun -n cores``
+      (spmd_variation "mpi"); processes per host, when given, sets
+      ``--ntasks-per-node``.
+    - It divides total_physical_memory by the number of nodes it works out as
+      ceil(total_cpu_count / processes_per_host), and writes that as
+      ``--mem`` (per node). The run's memory is meant per node, so it is
+      multiplied by that number first.
+    - GPUs go as total_gpu_count (``--gpus=N``)."""
+    import math
+
+    cores = max(1, int(spec.cores or 1))
+    jd.total_cpu_count = cores
+    if spec.mpi:
+        jd.spmd_variation = "mpi"
+        jd.number_of_processes = cores
+        ppn = spec.processes_per_host or cores
+    else:
+        jd.number_of_processes = 1
+        ppn = 1
+    jd.processes_per_host = ppn
+    if spec.memory_mb:
+        jd.total_physical_memory = int(spec.memory_mb) * math.ceil(cores / ppn)
+    if spec.gpus:
+        jd.total_gpu_count = int(spec.gpus)
+
+
 class JobServicePool:
     """Several reusable SAGA job services for one resource, one thread each at a time."""
 
@@ -413,8 +451,7 @@ class JobServicePool:
         jd.name = f"scheduler-run-{spec.run_id}"
         if self.resource.is_batch():
             jd.queue = spec.queue or "debug"
-            jd.processes_per_host = 1
-            jd.total_cpu_count = 1
+            _batch_shape(jd, spec)
             if spec.project:
                 jd.project = spec.project
             if spec.wall_time_minutes:
@@ -581,17 +618,66 @@ class RemoteRunDirs(RunDirs):
         path = f"{run_dir}/{name}" if name else run_dir
         return shlex.quote(path)
 
-    def stage(self, run_dir: str, files: dict[str, bytes]) -> None:
-        ret, out = self._run(f"mkdir -p {self._q(run_dir, 'outputs')}")
+    def stage(
+        self,
+        run_dir: str,
+        files: dict[str, bytes],
+        *,
+        executable: frozenset[str] = frozenset(),
+        copies: list[tuple[str, Path]] = (),
+    ) -> None:
+        """As LocalRunDirs.stage, over the resource's shell: text files by the
+        shell, binary ones and the input copies over sftp; then the modes."""
+        folders = [self._q(run_dir, "outputs")] + ([self._q(run_dir, "inputs")] if copies else [])
+        ret, out = self._run(f"mkdir -p {' '.join(folders)}")
         if ret:
             raise ExecutorError(f"Could not make {run_dir} on {self.resource.name!r}: {out}")
         shell = self._shell()
         for name, data in files.items():
             try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                text = None
+            try:
                 with self._lock:
-                    shell.write_to_remote(data.decode("utf-8"), f"{run_dir}/{name}")
+                    if text is not None:
+                        shell.write_to_remote(text, f"{run_dir}/{name}")
+                    else:
+                        self._put_bytes(shell, data, f"{run_dir}/{name}")
             except Exception as exc:  # noqa: BLE001
                 raise _error(self.resource, f"Staging {name} failed", exc) from None
+        for relpath, stored in copies:
+            try:
+                with self._lock:
+                    shell.stage_to_remote(str(stored), f"{run_dir}/{relpath}")
+            except Exception as exc:  # noqa: BLE001
+                raise _error(self.resource, f"Staging {relpath} failed", exc) from None
+        modes = [
+            f"chmod {755 if name in executable else 644} {self._q(run_dir, name)}"
+            for name in files
+        ]
+        ret, out = self._run(" && ".join(modes) or "true")
+        if ret:
+            raise ExecutorError(f"Could not set modes in {run_dir} on {self.resource.name!r}: {out}")
+
+    @staticmethod
+    def _put_bytes(shell, data: bytes, remote: str) -> None:
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(prefix="scheduler-stage-") as tmp:
+            tmp.write(data)
+            tmp.flush()
+            shell.stage_to_remote(tmp.name, remote)
+
+    def list_files(self, run_dir: str, *, depth: int, limit: int) -> list[str]:
+        """As LocalRunDirs.list_files, by find on the resource (-type f: no links)."""
+        ret, out = self._run(
+            f"cd {shlex.quote(run_dir)} && find . -mindepth 1 -maxdepth {int(depth)} -type f "
+            f"| head -n {int(limit)}"
+        )
+        if ret:
+            return []
+        return [line[2:] for line in out.splitlines() if line.startswith("./")]
 
     def exists(self, run_dir: str, name: str) -> bool:
         ret, _ = self._run(f"test -e {self._q(run_dir, name)} -o -L {self._q(run_dir, name)}")

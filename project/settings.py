@@ -249,6 +249,10 @@ SCHEDULER_LOG_SUMMARY_SECONDS = env_int("SCHEDULER_LOG_SUMMARY_SECONDS", 60)
 SCHEDULER_PERIODIC_SYNC = env_bool("SCHEDULER_PERIODIC_SYNC", True)
 SCHEDULER_PERIODIC_TASKS: dict = {}
 SCHEDULER_MAX_FILE_BYTES = env_int("SCHEDULER_MAX_FILE_BYTES", 5 * 1024**3)
+# Input files of one run together (uploads and earlier runs' outputs), e.g. 1 GiB.
+SCHEDULER_MAX_INPUT_BYTES = env_int("SCHEDULER_MAX_INPUT_BYTES", 1024**3)
+# The resource "remote=True" means for scheduler.compat.saga_task_manager (seed 000's API).
+SCHEDULER_COMPAT_REMOTE_RESOURCE = os.environ.get("SCHEDULER_COMPAT_REMOTE_RESOURCE", "")
 SCHEDULER_MAX_RUN_BYTES = env_int("SCHEDULER_MAX_RUN_BYTES", 20 * 1024**3)
 SCHEDULER_MESSAGE_MAX_CHARS = env_int("SCHEDULER_MESSAGE_MAX_CHARS", 4000)
 # Per run: the task's newest status messages kept (older ones are dropped and

@@ -194,6 +194,42 @@ class ExecutionResource(models.Model):
         default=8,
         help_text="How many runs may be submitted or running here at once, e.g. 8.",
     )
+    queues = models.CharField(
+        "other queues",
+        max_length=500,
+        blank=True,
+        help_text="Batch queues a run may ask for besides the default, separated by commas, "
+        "e.g. long, gpu. A run asking for another queue is refused.",
+    )
+    max_cores = models.PositiveIntegerField(
+        "cores a run may ask for",
+        null=True,
+        blank=True,
+        help_text="The most cores one run may take here, e.g. 64. Blank: this host's cores "
+        "for a local resource; unchecked elsewhere (the batch system answers).",
+    )
+    max_memory_mb = models.PositiveIntegerField(
+        "memory a run may ask for (MB)",
+        null=True,
+        blank=True,
+        help_text="The most memory one run may ask for, in MB, e.g. 256000. Blank: this "
+        "host's memory for a local resource; unchecked elsewhere.",
+    )
+    max_gpus = models.PositiveIntegerField(
+        "GPUs a run may ask for",
+        default=0,
+        help_text="The most GPUs one run may ask for here, e.g. 4. Only batch systems "
+        "place GPUs; 0: runs here take none.",
+    )
+    price_per_core_hour = models.DecimalField(
+        "price per core-hour",
+        max_digits=12,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        help_text="What a core-hour here costs, in your currency, e.g. 0.05. Blank: runs "
+        "record core-hours only.",
+    )
     enabled = models.BooleanField("enabled", default=True)
     last_error = models.TextField("last error", blank=True, editable=False)
     last_error_at = models.DateTimeField("last error at", null=True, blank=True, editable=False)
@@ -211,6 +247,11 @@ class ExecutionResource(models.Model):
     @property
     def scheme(self) -> str:
         return urlsplit(self.job_service_url).scheme.lower()
+
+    def allowed_queues(self) -> list[str]:
+        """The default queue, then the others an operator listed."""
+        names = [self.queue] + [q.strip() for q in self.queues.split(",")]
+        return list(dict.fromkeys(n for n in names if n))
 
     def is_local(self) -> bool:
         parts = urlsplit(self.job_service_url)
@@ -262,6 +303,12 @@ class ExecutionResource(models.Model):
             )
         if self.is_batch() and not self.queue:
             raise ValidationError({"queue": "Batch systems need a default queue, e.g. debug."})
+        if self.queues and not self.is_batch():
+            raise ValidationError({"queues": "Only batch systems have queues."})
+        if self.max_gpus and not self.is_batch():
+            raise ValidationError(
+                {"max_gpus": "Only batch systems place GPUs; leave 0 for this resource."}
+            )
         if self.run_as:
             if not re.match(r"^[a-z_][a-z0-9_-]*$", self.run_as):
                 raise ValidationError({"run_as": "Give an account name, e.g. scheduler-run."})
@@ -322,6 +369,48 @@ class TaskDefinition(models.Model):
         null=True,
         blank=True,
         help_text="A run still going after this long is cancelled as TIMED_OUT, e.g. 3600.",
+    )
+    cores = models.PositiveIntegerField(
+        "cores", default=1, help_text="Cores a run takes (SAGA's total CPU count), e.g. 16."
+    )
+    processes_per_host = models.PositiveIntegerField(
+        "processes per host",
+        null=True,
+        blank=True,
+        help_text="For MPI runs over several nodes, e.g. 32. Blank: the batch system decides.",
+    )
+    memory_mb = models.PositiveIntegerField(
+        "memory (MB)", null=True, blank=True, help_text="Memory a run asks for, e.g. 64000."
+    )
+    gpus = models.PositiveIntegerField(
+        "GPUs", default=0, help_text="GPUs a run asks for (batch systems only), e.g. 1."
+    )
+    mpi = models.BooleanField(
+        "MPI",
+        default=False,
+        help_text="Start the program under mpirun with one process per core (batch systems).",
+    )
+    queue = models.CharField(
+        "queue", max_length=100, blank=True, help_text="Batch queue. Blank: the resource's default."
+    )
+    project = models.CharField(
+        "project/account",
+        max_length=100,
+        blank=True,
+        help_text="Batch account to charge. Blank: the resource's.",
+    )
+    environment = models.JSONField(
+        "environment variables",
+        default=dict,
+        blank=True,
+        help_text='Set for the program, as a JSON object, e.g. {"OMP_NUM_THREADS": "16"}.',
+    )
+    output_patterns = models.JSONField(
+        "output file patterns",
+        default=list,
+        blank=True,
+        help_text='Files brought home at the end even if the program did not register them, '
+        'as a JSON list of patterns relative to the run directory, e.g. ["results/*.csv", "*.log"].',
     )
     max_retries = models.PositiveIntegerField(
         "retries", default=0, help_text="How many times a failed run is tried again, e.g. 2."
@@ -386,6 +475,21 @@ class TaskDefinition(models.Model):
             raise ValidationError(
                 {"default_args": 'Give a JSON list of strings, e.g. ["--verbose", "a b"].'}
             )
+        from scheduler import needs
+
+        try:
+            needs.check_environment(self.environment)
+        except needs.NeedsError as exc:
+            raise ValidationError({"environment": str(exc)}) from None
+        try:
+            self.output_patterns = needs.check_patterns(self.output_patterns)
+        except needs.NeedsError as exc:
+            raise ValidationError({"output_patterns": str(exc)}) from None
+        if self.default_resource_id:
+            try:
+                needs.resolve(self, self.default_resource, None)
+            except needs.NeedsError as exc:
+                raise ValidationError(str(exc)) from None
 
     def program_path(self) -> Path:
         return resolve_program(self.program)
@@ -539,6 +643,13 @@ class Recurrence(models.Model):
         related_name="+",
         help_text="Blank: the definition's default resource.",
     )
+    needs = models.JSONField(
+        "what each run needs",
+        default=dict,
+        blank=True,
+        help_text='Overrides of the definition\'s cores, memory, wall time etc., e.g. '
+        '{"cores": 8, "wall_time_seconds": 7200}.',
+    )
     enabled = models.BooleanField("enabled", default=True)
     next_due_at = models.DateTimeField("next due", null=True, blank=True, editable=False)
     last_due_at = models.DateTimeField("last due", null=True, blank=True, editable=False)
@@ -607,6 +718,17 @@ class Recurrence(models.Model):
         from scheduler import recurrence as maths
 
         errors = maths.validate_by_field(self)
+        if not errors and self.definition_id:
+            from scheduler import needs
+
+            resource = self.resource or self.definition.default_resource
+            try:
+                if resource is not None:
+                    needs.resolve(self.definition, resource, self.needs)
+                else:
+                    needs.clean_override(self.needs)
+            except needs.NeedsError as exc:
+                errors = {"needs": [str(exc)]}
         if errors:
             raise ValidationError(errors)
 
@@ -657,6 +779,21 @@ class Run(models.Model):
         related_name="retries",
         help_text="The first run of this chain of retries.",
     )
+    needs = models.JSONField(
+        "what it needs",
+        default=dict,
+        blank=True,
+        help_text="Cores, memory, GPUs, MPI, wall time, queue, project and environment, "
+        "as resolved when it was queued (scheduler.needs).",
+    )
+    timeout_seconds = models.PositiveIntegerField(
+        "wall time (seconds)",
+        null=True,
+        blank=True,
+        help_text="Cancelled as TIMED_OUT after running this long. Blank: the definition's.",
+    )
+    core_hours = models.FloatField("core-hours", null=True, blank=True)
+    cost = models.DecimalField("cost", max_digits=14, decimal_places=4, null=True, blank=True)
     saga_job_id = models.CharField("SAGA job id", max_length=500, blank=True)
     run_directory = models.CharField("run directory", max_length=1000, blank=True)
     progress = models.PositiveSmallIntegerField("progress %", default=0)
@@ -731,6 +868,14 @@ class Run(models.Model):
     @property
     def is_final(self) -> bool:
         return self.state in self.FINAL_STATES
+
+    @property
+    def effective_timeout(self) -> int | None:
+        return self.timeout_seconds or self.definition.timeout_seconds
+
+    @property
+    def cores(self) -> int:
+        return int((self.needs or {}).get("cores") or 1)
 
     @property
     def duration(self):
@@ -874,3 +1019,34 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+
+class RunInput(models.Model):
+    """A file a run gets in ``inputs/`` of its run directory: uploaded with the
+    run, or copied from an earlier run's output file (``source_file_id``). The bytes are
+    the site's own copy, kept under SCHEDULER_FILE_ROOT until the run is removed."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="inputs")
+    name = models.CharField("name", max_length=200)
+    size = models.BigIntegerField("size (bytes)", default=0)
+    sha256 = models.CharField("SHA-256", max_length=64)
+    stored_path = models.CharField(
+        "stored path", max_length=500, help_text="Relative to SCHEDULER_FILE_ROOT."
+    )
+    # Plain ids, not keys: the source run may be pruned before this one.
+    source_file_id = models.IntegerField("from output file", null=True, blank=True)
+    source_run_id = models.IntegerField("from run", null=True, blank=True)
+    created_at = models.DateTimeField("added", default=timezone.now)
+
+    class Meta:
+        verbose_name = "input file"
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "name"], name="runinput_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def absolute_path(self) -> Path:
+        return Path(settings.SCHEDULER_FILE_ROOT) / self.stored_path

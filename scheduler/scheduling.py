@@ -178,6 +178,7 @@ def _plan(rec, now, busy, enabled_resources, local) -> _Plan:
             resource=rec.resource or definition.default_resource or local.get(),
             enabled_resources=enabled_resources,
         )
+        needs = services.run_needs(definition=definition, resource=resource, override=rec.needs)
     except SchedulerError as exc:
         # The occurrences pass without runs; the schedule shows why.
         plan.error = str(exc)
@@ -192,6 +193,8 @@ def _plan(rec, now, busy, enabled_resources, local) -> _Plan:
             due_at=t,
             queued_at=queued_at,
             recurrence=rec,
+            needs=needs,
+            timeout_seconds=needs.get("wall_time_seconds"),
         )
         for t in times
     ]

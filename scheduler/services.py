@@ -20,6 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from scheduler import needs as needs_of
 from scheduler.exceptions import InvalidRequest
 from scheduler.models import (
     AuditEvent,
@@ -28,6 +29,7 @@ from scheduler.models import (
     PollerHeartbeat,
     Recurrence,
     Run,
+    RunInput,
     StatusMessage,
     TaskDefinition,
 )
@@ -96,6 +98,21 @@ def run_target(
     return cleaned, resource
 
 
+def run_needs(
+    *,
+    definition: TaskDefinition,
+    resource: ExecutionResource,
+    override: dict[str, Any] | None = None,
+    json_types: bool = False,
+) -> dict[str, Any]:
+    """What a run needs (cores, memory, wall time, ...: scheduler.needs), the
+    definition's with ``override`` applied, checked against ``resource``."""
+    try:
+        return needs_of.resolve(definition, resource, override, json_types=json_types)
+    except needs_of.NeedsError as exc:
+        raise InvalidRequest(f"Cannot run {definition.name!r} on {resource.name!r}: {exc}") from None
+
+
 def run_enqueue(
     *,
     definition: TaskDefinition,
@@ -108,26 +125,42 @@ def run_enqueue(
     retry_of: Run | None = None,
     json_types: bool = False,
     priority: int = 0,
+    needs: dict[str, Any] | None = None,
+    inputs: list | None = None,
 ) -> Run:
     """Queue a run of ``definition``; parameters are checked against its typed
-    parameters (``json_types``: strictly, as JSON values; see run_target)."""
+    parameters (``json_types``: strictly, as JSON values; see run_target), what it
+    needs against the resource (``needs`` overrides the definition's), and its
+    input files (``inputs``: scheduler.inputs.Upload or .FromOutput) are stored
+    with it, all or nothing."""
     cleaned, resource = run_target(
         definition=definition, parameters=parameters, resource=resource, json_types=json_types
     )
-    now = timezone.now()
-    return Run.objects.create(
-        definition=definition,
-        resource=resource,
-        parameters=cleaned,
-        args=list(definition.default_args or []),
-        due_at=due_at or now,
-        queued_at=now,
-        requested_by=requested_by,
-        recurrence=recurrence,
-        attempt=attempt,
-        retry_of=retry_of,
-        priority=priority,
+    resolved = run_needs(
+        definition=definition, resource=resource, override=needs, json_types=json_types
     )
+    now = timezone.now()
+    with transaction.atomic():
+        run = Run.objects.create(
+            definition=definition,
+            resource=resource,
+            parameters=cleaned,
+            args=list(definition.default_args or []),
+            due_at=due_at or now,
+            queued_at=now,
+            requested_by=requested_by,
+            recurrence=recurrence,
+            attempt=attempt,
+            retry_of=retry_of,
+            priority=priority,
+            needs=resolved,
+            timeout_seconds=resolved.get("wall_time_seconds"),
+        )
+        if inputs:
+            from scheduler import inputs as run_inputs
+
+            run_inputs.attach(run=run, inputs=inputs, user=requested_by)
+    return run
 
 
 def runs_enqueue_occurrences(*, runs: list[Run], batch_size: int = 500) -> None:
@@ -139,11 +172,13 @@ def runs_enqueue_occurrences(*, runs: list[Run], batch_size: int = 500) -> None:
 
 
 def run_again(*, run: Run, requested_by=None) -> Run:
+    """A new run like ``run``: its parameters, resource and needs, checked again."""
     return run_enqueue(
         definition=run.definition,
         parameters=run.parameters,
         resource=run.resource,
         requested_by=requested_by,
+        needs=run.needs or None,
     )
 
 
@@ -254,6 +289,7 @@ def run_finish(
         fields["progress"] = 100
     if started_at is not None:
         fields["started_at"] = started_at
+    fields.update(_run_cost(run, started_at or run.started_at, finished_at))
     changed = Run.objects.filter(pk=run.pk).exclude(state__in=FINAL).update(**fields)
     if not changed:
         return False
@@ -266,6 +302,26 @@ def run_finish(
 
     notify_when_committed(run, retried=retry is not None)
     return True
+
+
+def _run_cost(run: Run, started: dt.datetime | None, finished: dt.datetime) -> dict[str, Any]:
+    """Core-hours (the run's cores x the time from its start to its end) and,
+    where the resource has a price, the cost. A run that never started used none."""
+    if started is None:
+        return {"core_hours": 0.0, "cost": None}
+    from decimal import Decimal
+
+    seconds = max(0.0, (finished - started).total_seconds())
+    core_hours = run.cores * seconds / 3600
+    price = (
+        ExecutionResource.objects.filter(pk=run.resource_id)
+        .values_list("price_per_core_hour", flat=True)
+        .first()
+    )
+    cost = None
+    if price is not None:
+        cost = (Decimal(repr(core_hours)) * price).quantize(Decimal("0.0001"))
+    return {"core_hours": core_hours, "cost": cost}
 
 
 def run_retry_if_needed(*, run: Run, now: dt.datetime | None = None) -> Run | None:
@@ -290,7 +346,13 @@ def run_retry_if_needed(*, run: Run, now: dt.datetime | None = None) -> Run | No
         attempt=run.attempt + 1,
         retry_of=first,
         priority=run.priority,
+        needs=run.needs,
+        timeout_seconds=run.timeout_seconds,
     )
+    if run.pk:
+        from scheduler import inputs as run_inputs
+
+        run_inputs.copy_to(source=run, target=retry)
     run_add_message(
         run=run,
         text=f"Retry {retry.attempt - 1} of {definition.max_retries} queued as run {retry.pk}, "
@@ -494,6 +556,7 @@ def runs_delete(*, ids: list[int]) -> int:
         cursor.execute(f"DELETE FROM {StatusMessage._meta.db_table} WHERE run_id IN ({marks})", ids)
         messages = cursor.rowcount
         cursor.execute(f"DELETE FROM {OutputFile._meta.db_table} WHERE run_id IN ({marks})", ids)
+        cursor.execute(f"DELETE FROM {RunInput._meta.db_table} WHERE run_id IN ({marks})", ids)
         cursor.execute(f"DELETE FROM {Run._meta.db_table} WHERE id IN ({marks})", ids)
     return messages
 

@@ -528,6 +528,23 @@ def _record_exception(exc, record, program):
         _emit("fail", message=summary, traceback=text, level="error")
 
 
+def _set_environment():
+    """The run's environment variables (run.json "environment", from what the run
+    needs), and SCHEDULER_CORES / SCHEDULER_MEMORY_MB for a program that sizes
+    its threads. The scheduler's own SCHEDULER_* names are never taken from there."""
+    info = _run_info()
+    env = info.get("environment")
+    if isinstance(env, dict):
+        for name, value in env.items():
+            if isinstance(name, str) and isinstance(value, str) and "=" not in name and name:
+                if not name.startswith("SCHEDULER_") and "\x00" not in value + name:
+                    os.environ[name] = value
+    for key, name in (("cores", "SCHEDULER_CORES"), ("memory_mb", "SCHEDULER_MEMORY_MB")):
+        value = info.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            os.environ[name] = str(value)
+
+
 def launch(argv):
     """Run PROGRAM [ARGS...] as this run's task; return the exit status."""
     global _in_launcher
@@ -578,6 +595,7 @@ def launch(argv):
 
     for signum in PASSED_SIGNALS:
         signal.signal(signum, on_signal)
+    _set_environment()
     try:
         if program.endswith(".py"):
             _run_python(program, program_args)
