@@ -418,7 +418,7 @@ def bring_files_home(run, rundir) -> list:
         max_file=settings.SCHEDULER_MAX_FILE_BYTES,
         max_run=settings.SCHEDULER_MAX_RUN_BYTES,
         max_files=settings.SCHEDULER_MAX_FILES,
-        patterns=run.definition.output_patterns or None,
+        patterns=(run.needs or {}).get("output_patterns", run.definition.output_patterns) or None,
         program=os.path.basename(run.definition.program),
     )
     return services.run_record_files(run=run, results=results)

@@ -653,12 +653,13 @@ class RemoteRunDirs(RunDirs):
             except Exception as exc:  # noqa: BLE001
                 raise _error(self.resource, f"Staging {relpath} failed", exc) from None
         modes = [
-            f"chmod {755 if name in executable else 644} {self._q(run_dir, name)}"
-            for name in files
+            f"chmod {755 if name in executable else 644} {self._q(run_dir, name)}" for name in files
         ]
         ret, out = self._run(" && ".join(modes) or "true")
         if ret:
-            raise ExecutorError(f"Could not set modes in {run_dir} on {self.resource.name!r}: {out}")
+            raise ExecutorError(
+                f"Could not set modes in {run_dir} on {self.resource.name!r}: {out}"
+            )
 
     @staticmethod
     def _put_bytes(shell, data: bytes, remote: str) -> None:

@@ -37,6 +37,7 @@ __all__ = [
     "get_task_results",
     "cancel_task",
     "list_runs",
+    "get_task_cost",
 ]
 
 
@@ -97,11 +98,19 @@ def submit_task(
     run_at: dt.datetime | None = None,
     user=None,
     json_types: bool = False,
+    needs: dict[str, Any] | None = None,
+    inputs: list | None = None,
 ) -> int:
     """Queue a run of ``definition`` (instance, name or id); return the run id.
 
     ``json_types``: the parameters came as JSON (the HTTP API), so a number must be
-    a number: ``"10"`` for an integer parameter is refused, not read."""
+    a number: ``"10"`` for an integer parameter is refused, not read.
+    ``needs``: overrides of what the definition's runs need (scheduler.needs:
+    cores, processes_per_host, memory_mb, gpus, mpi, wall_time_seconds, queue,
+    project, environment), checked against the resource.
+    ``inputs``: files for ``inputs/`` of the run directory, each an
+    ``inputs.Upload(name, file)``, an ``inputs.FromOutput(file_id, name)`` (an
+    earlier run's output file the user may see), or a path on this host."""
     if user is not None and not user.has_perm("scheduler.run_taskdefinition"):
         raise Forbidden("You may not queue runs.")
     run_at = _utc(run_at, "run_at")
@@ -114,8 +123,60 @@ def submit_task(
         due_at=run_at,
         requested_by=user,
         json_types=json_types,
+        needs=needs,
+        inputs=_inputs(inputs),
     )
     return run.pk
+
+
+def _inputs(inputs: list | None) -> list | None:
+    """Input files as scheduler.inputs items; a path becomes an Upload of that file."""
+    from pathlib import Path
+
+    from scheduler import inputs as run_inputs
+
+    if not inputs:
+        return None
+    if not isinstance(inputs, (list, tuple)):
+        raise InvalidRequest("inputs must be a list of input files.")
+    items = []
+    for item in inputs:
+        if isinstance(item, (run_inputs.Upload, run_inputs.FromOutput)):
+            items.append(item)
+        elif isinstance(item, (str, Path)):
+            path = Path(item)
+            try:
+                items.append(run_inputs.Upload(path.name, path.open("rb"), path.stat().st_size))
+            except OSError as exc:
+                raise InvalidRequest(
+                    f"Cannot read input file {str(item)!r}: {exc.strerror}."
+                ) from None
+        elif hasattr(item, "read"):
+            name = Path(getattr(item, "name", "") or "").name
+            if not name:
+                raise InvalidRequest("An input file object needs a name (open it from a path).")
+            items.append(run_inputs.Upload(name, item))
+        else:
+            raise InvalidRequest(f"Not an input file: {item!r}.")
+    return items
+
+
+def get_task_cost(run_id: int, *, user=None) -> dict[str, Any]:
+    """What a run used: its cores, core-hours (cores x time from start to end)
+    and cost (core-hours x the resource's price per core-hour; None without a
+    price). Core-hours are None until the run has ended."""
+    run = _run(run_id, user)
+    return {
+        "run_id": run.pk,
+        "cores": run.cores,
+        "core_hours": run.core_hours,
+        "cost": float(run.cost) if run.cost is not None else None,
+        "price_per_core_hour": (
+            float(run.resource.price_per_core_hour)
+            if run.resource.price_per_core_hour is not None
+            else None
+        ),
+    }
 
 
 def get_task_status(run_id: int, *, user=None) -> dict[str, Any]:
@@ -168,6 +229,7 @@ def get_task_results(run_id: int, *, user=None) -> dict[str, Any]:
     run = _run(run_id, user)
     result = _status(run)
     result["messages"] = [serializers.message_data(m) for m in run.messages.all()]
+    result["inputs"] = [serializers.input_data(i) for i in run.inputs.all()]
     result["files"] = [
         {
             **serializers.file_data(f),

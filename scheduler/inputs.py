@@ -114,8 +114,7 @@ def attach(*, run: Run, inputs: list, user=None) -> list[RunInput]:
                     stream = open(output.absolute_path(), "rb")  # noqa: SIM115
                 except OSError:
                     raise InvalidRequest(
-                        f"Output file {output.name!r} of run {output.run_id} is no longer "
-                        "stored."
+                        f"Output file {output.name!r} of run {output.run_id} is no longer stored."
                     ) from None
             elif isinstance(item, Upload):
                 name = item.name

@@ -409,7 +409,7 @@ class TaskDefinition(models.Model):
         "output file patterns",
         default=list,
         blank=True,
-        help_text='Files brought home at the end even if the program did not register them, '
+        help_text="Files brought home at the end even if the program did not register them, "
         'as a JSON list of patterns relative to the run directory, e.g. ["results/*.csv", "*.log"].',
     )
     max_retries = models.PositiveIntegerField(
@@ -647,7 +647,7 @@ class Recurrence(models.Model):
         "what each run needs",
         default=dict,
         blank=True,
-        help_text='Overrides of the definition\'s cores, memory, wall time etc., e.g. '
+        help_text="Overrides of the definition's cores, memory, wall time etc., e.g. "
         '{"cores": 8, "wall_time_seconds": 7200}.',
     )
     enabled = models.BooleanField("enabled", default=True)

@@ -28,6 +28,7 @@ KEYS = {
     "queue": "queue (a name)",
     "project": "project/account (a name)",
     "environment": "environment variables (an object of names to text)",
+    "output_patterns": 'output file patterns (a list, e.g. ["results/*.csv"])',
 }
 NAME = re.compile(r"^[A-Za-z0-9_.:@+-]{1,100}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -162,6 +163,7 @@ def of_definition(definition) -> dict[str, Any]:
         "queue": definition.queue or "",
         "project": definition.project or "",
         "environment": dict(definition.environment or {}),
+        "output_patterns": list(definition.output_patterns or []),
     }
 
 
@@ -192,6 +194,11 @@ def clean_override(override: Any, *, json_types: bool = False) -> dict[str, Any]
             clean[key] = _flag(key, value, json_types=json_types)
         elif key in ("queue", "project"):
             clean[key] = _name(key, value.strip() if isinstance(value, str) else value)
+        elif key == "output_patterns":
+            try:
+                clean[key] = check_patterns(value)
+            except NeedsError as exc:
+                raise NeedsError(f"output patterns: {exc}") from None
         else:
             clean[key] = check_environment(value)
     return clean
@@ -204,8 +211,10 @@ def resolve(definition, resource, override: Any, *, json_types: bool = False) ->
     needs = of_definition(definition)
     extra = clean_override(override, json_types=json_types)
     environment = {**needs["environment"], **extra.pop("environment", {})}
+    patterns = list(dict.fromkeys(needs["output_patterns"] + extra.pop("output_patterns", [])))
     needs.update(extra)
     needs["environment"] = environment
+    needs["output_patterns"] = patterns[:MAX_PATTERNS]
     where = f"resource {resource.name!r}"
     batch = resource.is_batch()
 
@@ -273,6 +282,8 @@ def summary(needs: dict[str, Any]) -> str:
         parts.append(f"queue {needs['queue']}")
     if needs.get("project"):
         parts.append(f"project {needs['project']}")
+    if needs.get("output_patterns"):
+        parts.append("files " + " ".join(needs["output_patterns"]))
     env = needs.get("environment") or {}
     if env:
         parts.append(", ".join(f"{k}={v}" for k, v in sorted(env.items())))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from scheduler.models import OutputFile, Run, StatusMessage
+from scheduler.models import OutputFile, Run, RunInput, StatusMessage
 
 
 def run_data(run: Run) -> dict[str, Any]:
@@ -29,6 +29,21 @@ def run_data(run: Run) -> dict[str, Any]:
         "queued_at": run.queued_at,
         "started_at": run.started_at,
         "finished_at": run.finished_at,
+        "needs": run.needs or {},
+        "core_hours": run.core_hours,
+        "cost": float(run.cost) if run.cost is not None else None,
+    }
+
+
+def input_data(i: RunInput) -> dict[str, Any]:
+    """An input file of a run, as staged into inputs/."""
+    return {
+        "id": i.pk,
+        "name": i.name,
+        "size": i.size,
+        "sha256": i.sha256,
+        "from_run": i.source_run_id,
+        "from_file": i.source_file_id,
     }
 
 

@@ -110,7 +110,9 @@ def run_needs(
     try:
         return needs_of.resolve(definition, resource, override, json_types=json_types)
     except needs_of.NeedsError as exc:
-        raise InvalidRequest(f"Cannot run {definition.name!r} on {resource.name!r}: {exc}") from None
+        raise InvalidRequest(
+            f"Cannot run {definition.name!r} on {resource.name!r}: {exc}"
+        ) from None
 
 
 def run_enqueue(

@@ -38,16 +38,22 @@ def definition_stats(definition: TaskDefinition, now: dt.datetime | None = None)
     rows = list(
         Run.objects.filter(definition=definition, queued_at__gte=start, state__in=Run.FINAL_STATES)
         .order_by("-queued_at", "-id")
-        .values_list("pk", "state", "started_at", "finished_at")[:MAX_RUNS]
+        .values_list("pk", "state", "started_at", "finished_at", "core_hours", "cost")[:MAX_RUNS]
     )
     tz = timezone.get_current_timezone()
     today = timezone.localtime(now, tz).date()
     days = [today - dt.timedelta(days=i) for i in range(WINDOW_DAYS - 1, -1, -1)]
     per_day: dict[dt.date, list[int]] = {d: [0, 0] for d in days}  # [succeeded, ended badly]
     points, succeeded_durations, bad_ids = [], [], []
-    for pk, state, started, finished in rows:
+    usage: dict[dt.date, list] = {}  # day -> [core-hours, cost or None]
+    for pk, state, started, finished, core_hours, cost in rows:
         if finished is None:  # not expected of an ended run; nothing to place it by
             continue
+        if core_hours:
+            used = usage.setdefault(timezone.localtime(finished, tz).date(), [0.0, None])
+            used[0] += core_hours
+            if cost is not None:
+                used[1] = (used[1] or 0) + cost
         if state in BAD and len(bad_ids) < 10:
             bad_ids.append(pk)
         day = timezone.localtime(finished, tz).date()
@@ -90,4 +96,10 @@ def definition_stats(definition: TaskDefinition, now: dt.datetime | None = None)
         "dots_every": step,
         "day_rows": day_rows,
         "points": points,
+        # Core-hours and cost per day (days with use only), newest first, and in all.
+        "usage": [(d, *usage[d]) for d in sorted(usage, reverse=True)],
+        "core_hours": sum(u[0] for u in usage.values()),
+        "cost": sum(u[1] for u in usage.values() if u[1] is not None)
+        if any(u[1] is not None for u in usage.values())
+        else None,
     }

@@ -466,7 +466,10 @@ def _run_child(program, argv, child, record):
         _start_child(program, argv, child)
     except OSError as exc:
         code = 126 if os.path.exists(program) else 127
-        record.update(exit_code=code, failed=True, error="cannot start %s: %s" % (program, exc))
+        reason = str(exc)
+        if code == 126 and not os.access(program, os.X_OK):
+            reason = "it is not executable (give it the executable bit, chmod +x, in its program folder)"
+        record.update(exit_code=code, failed=True, error="cannot start %s: %s" % (program, reason))
         _emit("fail", message=record["error"], level="error")
         sys.stderr.write(record["error"] + "\n")
         return
@@ -729,6 +732,81 @@ def _write_exit_for(directory, code, error, signum=None):
         _write_exit(record, directory)
     except OSError as exc:
         sys.stderr.write("scheduler_client: %s: cannot write exit.json: %s\n" % (directory, exc))
+
+
+# ------------------------------------------------- seed 002's calls, kept
+# The task programs of the original DjangoTaskScheduler (seed 002) called these
+# on their Schedule row; here they are thin aliases of the calls above, so an
+# old program needs Python 3 syntax and one import line changed
+# (docs/migrating.md): ``from scheduler_client import Schedule``.
+class Schedule(object):
+    """Seed 002's ``Schedule(pk=INSTANCE_ID)``: the id is ignored, the run is this one."""
+
+    def __init__(self, pk=None, id=None, **_ignored):
+        self.id = self.pk = run_id()
+
+    def start_task(self):
+        start_task()
+
+    def set_message(self, message):
+        set_message(message)
+
+    def add_log_message(self, message):
+        add_log_message(message)
+
+    def createFile(self, filename):  # noqa: N802 - seed 002's name
+        return createFile(filename)
+
+    def closeFile(self, filename):  # noqa: N802 - seed 002's name
+        closeFile(filename)
+
+    def failed_task(self):
+        failed_task()
+
+    def end_task(self):
+        end_task()
+
+
+def start_task():
+    """Seed 002: mark the task started. The launcher has done so; this logs it."""
+    log("Task start.")
+
+
+def set_message(message):
+    """Seed 002: the task's current message (our status)."""
+    status(message)
+
+
+def add_log_message(message):
+    """Seed 002: a line in the task's log (our log)."""
+    log(message)
+
+
+def createFile(filename):  # noqa: N802 - seed 002's name
+    """Seed 002: the path to write an output file to (our output_path); only its
+    base name is kept, as seed 002 kept it."""
+    return output_path(os.path.basename(str(filename)))
+
+
+def closeFile(filename):  # noqa: N802 - seed 002's name
+    """Seed 002: the file is written. Ours is registered already; it is logged."""
+    log("File closed: %s" % os.path.basename(str(filename)))
+
+
+def failed_task():
+    """Seed 002: mark the task failed. The program goes on (as it did there), and
+    the run ends FAILED however it ends; a later end_task() does not undo it."""
+    global _failure
+    if _failure is None:
+        _failure = "the task reported failed_task()"
+        _emit("fail", message=_failure, level="error")
+    log("Task failed.", level="error")
+
+
+def end_task():
+    """Seed 002: the task is done. Logged; the run ends when the program does."""
+    if _failure is None:
+        log("Task ended successfully.")
 
 
 def main(argv=None):

@@ -135,6 +135,49 @@ class TaskDefinitionAdmin(
     filter_horizontal = ["allowed_groups", "subscribers"]
     inlines = [TaskParameterInline, RecurrenceInline]
     change_form_template = "admin/scheduler/taskdefinition/change_form.html"
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "name",
+                    "description",
+                    "program",
+                    "default_args",
+                    "default_resource",
+                    "enabled",
+                ]
+            },
+        ),
+        (
+            "What a run needs (each run may override it: Run now, Advanced; the APIs; a schedule)",
+            {
+                "fields": [
+                    ("cores", "memory_mb", "gpus"),
+                    ("mpi", "processes_per_host"),
+                    "timeout_seconds",
+                    ("queue", "project"),
+                    "environment",
+                ]
+            },
+        ),
+        ("Files", {"fields": ["output_patterns"]}),
+        (
+            "Retries and limits",
+            {"fields": ["max_retries", "retry_backoff_seconds", "max_concurrent_runs"]},
+        ),
+        (
+            "Access and mail",
+            {
+                "fields": [
+                    "allowed_groups",
+                    "subscribers",
+                    "notify_on_success",
+                    "notify_emails",
+                ]
+            },
+        ),
+    ]
 
     def formfield_for_dbfield(self, db_field, request, **kwargs):
         if db_field.name == "program":
@@ -229,7 +272,7 @@ class TaskDefinitionAdmin(
         if not request.user.has_perm("scheduler.run_taskdefinition"):
             raise PermissionDenied
         form_class = run_now_form_class(definition)
-        form = form_class(request.POST or None)
+        form = form_class(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
             try:
                 run = services.run_enqueue(
@@ -238,6 +281,8 @@ class TaskDefinitionAdmin(
                     resource=form.cleaned_data.get("resource"),
                     due_at=form.cleaned_data.get("run_at"),
                     requested_by=request.user,
+                    needs=form.cleaned_data["needs"],
+                    inputs=form.cleaned_data["inputs"],
                 )
             except SchedulerError as exc:
                 form.add_error(None, str(exc))
@@ -257,6 +302,12 @@ class TaskDefinitionAdmin(
             "title": f"Run {definition.name} now",
             "definition": definition,
             "form": form,
+            # Open when something in it was given or refused, so the operator sees it.
+            "advanced_open": request.method == "POST"
+            and any(
+                k.startswith("adv_") and (v not in ("", None))
+                for k, v in {**request.POST.dict(), **{k: 1 for k in request.FILES}}.items()
+            ),
             "opts": self.opts,
             "original": definition,
             "has_view_permission": True,

@@ -49,7 +49,7 @@ class RecurrenceAdmin(AuditedAdminMixin, NativeJSONExportMixin, ImportExportMode
                 ]
             },
         ),
-        ("What", {"fields": ["parameters", "resource"]}),
+        ("What", {"fields": ["parameters", "resource", "needs"]}),
         (
             "Missed runs and overlaps",
             {

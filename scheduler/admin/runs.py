@@ -129,6 +129,8 @@ class RunAdmin(
         "finished",
         "wait_display",
         "duration_display",
+        "needs_display",
+        "cost_display",
         "exit_code",
         "error_display",
         "attempt",
@@ -148,6 +150,7 @@ class RunAdmin(
                     "parameters",
                     "args",
                     "resource",
+                    "needs_display",
                     "priority",
                     "requested_by",
                     "recurrence",
@@ -165,6 +168,7 @@ class RunAdmin(
                     "finished",
                     "wait_display",
                     "duration_display",
+                    "cost_display",
                 ]
             },
         ),
@@ -234,6 +238,21 @@ class RunAdmin(
     @admin.display(description="duration")
     def duration_display(self, run: Run) -> str:
         return display.duration(run)
+
+    @admin.display(description="needs")
+    def needs_display(self, run: Run) -> str:
+        from scheduler.needs import summary
+
+        return summary(run.needs) or "1 core (queued before runs said what they need)"
+
+    @admin.display(description="core-hours and cost")
+    def cost_display(self, run: Run) -> str:
+        if run.core_hours is None:
+            return "when it has ended"
+        text = f"{run.core_hours:,.4f} core-hours ({run.cores} × {display.duration(run)})"
+        if run.cost is not None:
+            text += f", cost {run.cost:,.4f} at {run.resource.price_per_core_hour} a core-hour"
+        return text
 
     @admin.display(description="error")
     def error_display(self, run: Run) -> str:
@@ -432,6 +451,7 @@ class RunAdmin(
             "zone_note": display.zone_note(),
             "message_count": run.messages.count(),
             "run_files": list(run.files.order_by("kind", "name", "id")[:RUN_PAGE_FILES]),
+            "run_inputs": list(run.inputs.all()) if run else [],
             "file_count": run.files.count(),
             "can_cancel": not run.is_final and request.user.has_perm("scheduler.cancel_run"),
             "can_run_now": run.state == Run.State.QUEUED

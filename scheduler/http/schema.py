@@ -135,6 +135,46 @@ def schema(server_url: str = "/api/v1/") -> dict[str, Any]:
                                             "type": ["string", "null"],
                                             "format": "date-time",
                                         },
+                                        "needs": {
+                                            "type": ["object", "null"],
+                                            "additionalProperties": False,
+                                            "properties": {
+                                                "cores": {"type": "integer", "minimum": 1},
+                                                "processes_per_host": {
+                                                    "type": "integer",
+                                                    "minimum": 1,
+                                                },
+                                                "memory_mb": {"type": "integer", "minimum": 1},
+                                                "gpus": {"type": "integer", "minimum": 0},
+                                                "mpi": {"type": "boolean"},
+                                                "wall_time_seconds": {
+                                                    "type": "integer",
+                                                    "minimum": 1,
+                                                },
+                                                "queue": {"type": "string"},
+                                                "project": {"type": "string"},
+                                                "environment": {
+                                                    "type": "object",
+                                                    "additionalProperties": {"type": "string"},
+                                                },
+                                            },
+                                        },
+                                        "inputs": {
+                                            "type": "array",
+                                            "description": "Earlier runs' output files to "
+                                            "stage into inputs/. Uploads go as "
+                                            "multipart/form-data: this object in the field "
+                                            "'request', each file in a field 'inputs'.",
+                                            "items": {
+                                                "type": "object",
+                                                "required": ["output_file"],
+                                                "additionalProperties": False,
+                                                "properties": {
+                                                    "output_file": {"type": "integer"},
+                                                    "name": {"type": "string"},
+                                                },
+                                            },
+                                        },
                                     },
                                 }
                             }
@@ -250,6 +290,9 @@ def schema(server_url: str = "/api/v1/") -> dict[str, Any]:
                         "queued_at": _DATETIME,
                         "started_at": _DATETIME,
                         "finished_at": _DATETIME,
+                        "needs": {"type": "object"},
+                        "core_hours": {"type": ["number", "null"]},
+                        "cost": {"type": ["number", "null"]},
                         "url": {"type": "string"},
                     },
                 },

@@ -233,10 +233,82 @@ def _page(request, found: list, limit: int, offset: int, shape) -> JsonResponse:
     return JsonResponse({"results": [shape(item) for item in found[:limit]], "next": next_url})
 
 
+def _multipart(request) -> tuple[dict[str, Any], list]:
+    """A run request with uploaded input files: multipart/form-data with the
+    JSON object in the field ``request`` and each file in a field ``inputs``
+    (its file name is its name in inputs/). A body over the input limit is
+    refused by its length, before it is read."""
+    from django.conf import settings
+    from django.http.multipartparser import MultiPartParserError
+
+    from scheduler import inputs as run_inputs
+
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    limit = settings.SCHEDULER_MAX_INPUT_BYTES
+    if length > limit + MAX_BODY:
+        raise ApiError(
+            413,
+            f"The request is {length:,} bytes, over the limit of {limit:,} bytes for a run's "
+            "input files (SCHEDULER_MAX_INPUT_BYTES).",
+        )
+    try:
+        text = request.POST.get("request", "")
+        files = request.FILES.getlist("inputs")
+    except MultiPartParserError as exc:
+        raise ApiError(400, f"The multipart body could not be read: {exc}") from None
+    unknown_files = sorted(set(request.FILES) - {"inputs"})
+    if unknown_files:
+        raise ApiError(400, f"Unknown file field(s): {', '.join(unknown_files)}; use 'inputs'.")
+    if not text:
+        raise ApiError(400, "A multipart run request needs its JSON object in the field 'request'.")
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ApiError(400, "The field 'request' is not valid JSON.", str(exc)) from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "The field 'request' must be a JSON object.")
+    return data, [run_inputs.Upload(f.name, f, f.size) for f in files]
+
+
+def _input_refs(value: Any) -> list:
+    """``inputs`` of a JSON run request: [{"output_file": ID, "name": "..."}]."""
+    from scheduler import inputs as run_inputs
+
+    if value in (None, []):
+        return []
+    if not isinstance(value, list):
+        raise ApiError(400, 'inputs must be a list of objects like {"output_file": 12}.')
+    refs = []
+    for item in value:
+        if (
+            not isinstance(item, dict)
+            or set(item) - {"output_file", "name"}
+            or not isinstance(item.get("output_file"), int)
+            or isinstance(item.get("output_file"), bool)
+            or not isinstance(item.get("name", ""), str)
+        ):
+            raise ApiError(
+                400,
+                'Each input must be {"output_file": ID} with an optional "name", '
+                f"got {json.dumps(item)[:200]}.",
+            )
+        refs.append(run_inputs.FromOutput(item["output_file"], item.get("name", "")))
+    return refs
+
+
 def _queue(request):
     _need(request, "scheduler.run_taskdefinition", "queue runs")
-    data = _body(request)
-    unknown = sorted(set(data) - {"definition", "parameters", "resource", "run_at"})
+    uploads: list = []
+    if request.content_type == "multipart/form-data":
+        data, uploads = _multipart(request)
+    else:
+        data = _body(request)
+    unknown = sorted(
+        set(data) - {"definition", "parameters", "resource", "run_at", "needs", "inputs"}
+    )
     if unknown:
         raise ApiError(400, f"Unknown field(s): {', '.join(unknown)}.")
     definition = data.get("definition")
@@ -250,6 +322,9 @@ def _queue(request):
     resource = data.get("resource")
     if resource is not None and not isinstance(resource, str):
         raise ApiError(400, "resource must be the name of an execution resource.")
+    needs = data.get("needs")
+    if needs is not None and not isinstance(needs, dict):
+        raise ApiError(400, 'needs must be an object, e.g. {"cores": 4}.')
     run_id = api.submit_task(
         definition,
         parameters=parameters,
@@ -257,6 +332,8 @@ def _queue(request):
         run_at=_datetime(data.get("run_at"), "run_at"),
         user=request.user,
         json_types=True,
+        needs=needs,
+        inputs=[*_input_refs(data.get("inputs")), *uploads],
     )
     run = Run.objects.get(pk=run_id)
     services.audit_record(
@@ -281,6 +358,7 @@ def run(request, run_id: int):
     newest = list(run.messages.order_by("-id")[:RUN_MESSAGES])[::-1]
     out["messages"] = [serializers.as_json(serializers.message_data(m)) for m in newest]
     out["message_count"] = run.messages.count()
+    out["inputs"] = [serializers.input_data(i) for i in run.inputs.all()]
     out["messages_dropped"] = run.messages_dropped
     # The order of the file list, so that files_next goes on where this stops.
     files = list(run.files.order_by(*FILE_ORDER)[: DEFAULT_LIMIT + 1])

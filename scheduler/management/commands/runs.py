@@ -51,6 +51,34 @@ class Command(BaseCommand):
         )
         queue.add_argument("--resource", help="Run on this resource instead of the default.")
         queue.add_argument("--at", help="Run at this time (ISO 8601 with a zone).")
+        for flag, what in (
+            ("--cores", "Cores, e.g. 16."),
+            ("--processes-per-host", "Processes per host for MPI, e.g. 32."),
+            ("--memory-mb", "Memory in MB, e.g. 64000."),
+            ("--gpus", "GPUs (batch systems), e.g. 1."),
+            ("--wall-time", "Wall time in seconds, e.g. 3600."),
+            ("--queue", "Batch queue, e.g. long."),
+            ("--project", "Batch project/account, e.g. proj123."),
+        ):
+            queue.add_argument(flag, help=what + " Default: the definition's.")
+        queue.add_argument("--mpi", action="store_true", help="Start under mpirun (batch).")
+        queue.add_argument(
+            "-e",
+            "--env",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="An environment variable for the program (repeatable).",
+        )
+        queue.add_argument(
+            "-i",
+            "--input",
+            action="append",
+            default=[],
+            metavar="FILE|run:ID/NAME|file:ID",
+            help="An input file for inputs/: a path here, an output file of an earlier run "
+            "(run:12/result.csv) or an output file by id (file:34). Repeatable.",
+        )
         listing = sub.add_parser("list", help="Recent runs, newest first.")
         listing.add_argument("--state", choices=list(Run.State.values))
         listing.add_argument("--definition")
@@ -95,7 +123,54 @@ class Command(BaseCommand):
         return user
 
     # ------------------------------------------------------------ subcommands
-    def do_queue(self, *, definition, param, resource, at, **_):
+    @staticmethod
+    def _needs(options) -> dict:
+        needs: dict = {}
+        for key in ("cores", "processes_per_host", "memory_mb", "gpus", "queue", "project"):
+            if options.get(key) not in (None, ""):
+                needs[key] = options[key]
+        if options.get("wall_time") not in (None, ""):
+            needs["wall_time_seconds"] = options["wall_time"]
+        if options.get("mpi"):
+            needs["mpi"] = True
+        env = {}
+        for item in options.get("env") or []:
+            name, sep, value = item.partition("=")
+            if not sep or not name.strip():
+                raise CommandError(f"-e takes NAME=VALUE, not {item!r}.")
+            env[name.strip()] = value
+        if env:
+            needs["environment"] = env
+        return needs
+
+    def _inputs(self, items) -> list:
+        from scheduler import inputs as run_inputs
+        from scheduler.models import OutputFile
+
+        found: list = []
+        for item in items:
+            if item.startswith("file:"):
+                try:
+                    found.append(run_inputs.FromOutput(int(item[5:])))
+                except ValueError:
+                    raise CommandError(f"-i {item!r}: give file:ID, e.g. file:34.") from None
+            elif item.startswith("run:"):
+                run_id, sep, name = item[4:].partition("/")
+                if not sep or not run_id.isdigit() or not name:
+                    raise CommandError(f"-i {item!r}: give run:ID/NAME, e.g. run:12/result.csv.")
+                file_id = (
+                    OutputFile.objects.filter(run_id=int(run_id), kind="output", name=name)
+                    .values_list("pk", flat=True)
+                    .first()
+                )
+                if file_id is None:
+                    raise CommandError(f"-i {item!r}: run {run_id} has no output file {name!r}.")
+                found.append(run_inputs.FromOutput(file_id))
+            else:
+                found.append(item)  # a path on this host (scheduler.api opens it)
+        return found
+
+    def do_queue(self, *, definition, param, resource, at, **options):
         parameters = {}
         for item in param:
             name, sep, value = item.partition("=")
@@ -110,7 +185,13 @@ class Command(BaseCommand):
                     f"--at {at!r}: give an ISO 8601 time with a zone, e.g. 2026-05-04T07:30Z."
                 )
         run_id = api.submit_task(
-            definition, parameters=parameters, resource=resource, run_at=run_at, user=self.user
+            definition,
+            parameters=parameters,
+            resource=resource,
+            run_at=run_at,
+            user=self.user,
+            needs=self._needs(options),
+            inputs=self._inputs(options.get("input") or []),
         )
         services.audit_record(
             action="queue",
@@ -151,6 +232,17 @@ class Command(BaseCommand):
                 )
         if r["exit_code"] is not None:
             self.stdout.write(f"  exit code {r['exit_code']}")
+        from scheduler.needs import summary
+
+        if r["needs"]:
+            self.stdout.write(f"  needs     {summary(r['needs'])}")
+        if r["core_hours"] is not None:
+            cost = f", cost {r['cost']:.4f}" if r["cost"] is not None else ""
+            self.stdout.write(f"  used      {r['core_hours']:.4f} core-hours{cost}")
+        for i in r["inputs"]:
+            self.stdout.write(
+                f"  input     {i['name']}  {i['size']} bytes  sha256 {i['sha256'][:16]}…"
+            )
         if r["error"]:
             self.stdout.write("  error:")
             for line in r["error"].splitlines()[-20:]:
