@@ -793,7 +793,7 @@ class Run(models.Model):
         help_text="Cancelled as TIMED_OUT after running this long. Blank: the definition's.",
     )
     core_hours = models.FloatField("core-hours", null=True, blank=True)
-    cost = models.DecimalField("cost", max_digits=14, decimal_places=4, null=True, blank=True)
+    cost = models.DecimalField("cost", max_digits=18, decimal_places=6, null=True, blank=True)
     saga_job_id = models.CharField("SAGA job id", max_length=500, blank=True)
     run_directory = models.CharField("run directory", max_length=1000, blank=True)
     progress = models.PositiveSmallIntegerField("progress %", default=0)

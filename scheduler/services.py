@@ -322,7 +322,7 @@ def _run_cost(run: Run, started: dt.datetime | None, finished: dt.datetime) -> d
     )
     cost = None
     if price is not None:
-        cost = (Decimal(repr(core_hours)) * price).quantize(Decimal("0.0001"))
+        cost = (Decimal(repr(core_hours)) * price).quantize(Decimal("0.000001"))
     return {"core_hours": core_hours, "cost": cost}
 
 

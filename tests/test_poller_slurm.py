@@ -191,9 +191,7 @@ def test_a_run_on_slurm_over_ssh_ends_with_its_files_home(
     assert hashlib.sha256(data).hexdigest() == stdout.sha256
 
 
-def test_a_django_task_runs_as_a_slurm_job_when_its_queue_names_the_cluster(
-    poller, cluster, slurm
-):
+def test_a_django_task_runs_as_a_slurm_job_when_its_queue_names_the_cluster(poller, cluster, slurm):
     """A batch system on the site's host can set the site's Django up: a task
     whose queue_name names it runs there, its return value comes home."""
     from demo.tasks import add_numbers
@@ -206,3 +204,61 @@ def test_a_django_task_runs_as_a_slurm_job_when_its_queue_names_the_cluster(
     assert run.saga_job_id.startswith("[slurm://localhost/]-[")
     result.refresh()
     assert result.return_value == 42
+
+
+# ----------------------------------------------------------- issue 15 on Slurm
+@pytest.fixture
+def slurm_work(cluster):
+    cluster.queues = "long"
+    cluster.price_per_core_hour = 1
+    cluster.save()
+    return TaskDefinition.objects.create(
+        name="Work slurm",
+        program="cluster_work.sh",
+        default_resource=cluster,
+        output_patterns=["results/*.csv"],
+    )
+
+
+def test_a_two_core_shell_program_on_slurm_sees_two_cpus_and_its_input(poller, slurm_work, slurm):
+    import io
+
+    from scheduler.inputs import Upload
+
+    run = services.run_enqueue(
+        definition=slurm_work,
+        needs={"cores": 2, "memory_mb": 200, "environment": {"GREETING": "on slurm"}},
+        inputs=[Upload("in.txt", io.BytesIO(b"slurm input"))],
+    )
+    run = run_to_end(poller, run, timeout=90)
+    assert run.state == Run.State.SUCCEEDED, (run.error, slurm.logs()[-2000:])
+    summary = run.files.get(name="results__summary.csv").absolute_path().read_text()
+    assert "cpus=2 nproc=2 cores=2" in summary, summary
+    assert "greeting=on slurm" in summary and "input in.txt 11 slurm input" in summary
+    job = slurm.run("scontrol", "show", "job", _job_number(run))
+    assert not job or "NumCPUs=2" in job  # gone from scontrol once MinJobAge passed
+    assert run.core_hours > 0 and run.cost is not None
+
+
+def test_a_slurm_run_over_its_wall_time_ends_timed_out(poller, slurm_work):
+    run = services.run_enqueue(definition=slurm_work, needs={"wall_time_seconds": 2})
+    Run.objects.filter(pk=run.pk).update(args=["sleep", "60"])
+    run = run_to_end(poller, run, timeout=90)
+    assert run.state == Run.State.TIMED_OUT, run.error
+    assert "Timed out after 2 s" in run.error
+
+
+def test_slurm_refuses_what_the_cluster_does_not_offer_before_queueing(slurm_work):
+    from scheduler.exceptions import InvalidRequest
+
+    for override, words in [
+        ({"queue": "nosuch"}, "'nosuch' is not a queue of resource 'cluster'; it has debug, long"),
+        ({"gpus": 1}, "GPUs: 1 asked for, but resource 'cluster' lets a run take 0"),
+        ({"cores": 0}, "cores: expected cores"),
+        ({"processes_per_host": 4, "cores": 2}, "processes per host: 4 is more than"),
+    ]:
+        with pytest.raises(InvalidRequest, match=words):
+            services.run_enqueue(definition=slurm_work, needs=override)
+    assert not Run.objects.exists()
+    run = services.run_enqueue(definition=slurm_work, needs={"queue": "long", "mpi": True})
+    assert run.needs["queue"] == "long" and run.needs["mpi"] is True

@@ -140,3 +140,31 @@ def test_the_host_going_away_mid_run_stops_nothing_else_and_the_run_is_accounted
         assert run.error, "a run that did not succeed says why"
     error = ExecutionResource.objects.get(pk=ssh_behave.default_resource_id).last_error
     assert "sshhost" in error and down_for < 180
+
+
+def test_a_shell_program_over_ssh_gets_its_inputs_and_brings_patterns_home(poller, ssh_resource):
+    import io
+
+    from scheduler.inputs import Upload
+
+    work = TaskDefinition.objects.create(
+        name="Work ssh",
+        program="cluster_work.sh",
+        default_resource=ssh_resource,
+        output_patterns=["results/*.csv", "*.log"],
+    )
+    binary = bytes(range(256))  # not UTF-8: staged over sftp, not the shell
+    run = services.run_enqueue(
+        definition=work,
+        needs={"environment": {"GREETING": "over ssh"}},
+        inputs=[Upload("blob.bin", io.BytesIO(binary)), Upload("t.txt", io.BytesIO(b"text"))],
+    )
+    run = run_to_end(poller, run, timeout=90)
+    assert run.state == Run.State.SUCCEEDED, run.error
+    summary = run.files.get(name="results__summary.csv").absolute_path().read_text(errors="replace")
+    assert "greeting=over ssh" in summary
+    assert "input blob.bin 256" in summary and "input t.txt 4 text" in summary
+    assert run.files.get(name="work.log").size == len("work done\n")
+    assert not run.files.filter(name__in=["run.json", "cluster_work.sh"]).exists()
+    with pytest.raises(Exception, match="MPI: resource 'sshhost' is not a batch system"):
+        services.run_enqueue(definition=work, needs={"mpi": True})

@@ -114,7 +114,9 @@ def test_a_shell_program_runs_with_its_environment_inputs_and_patterns_and_cost(
     assert not names & {"run.json", "exit.json", "cluster_work.sh", "scheduler_client.py"}
     seconds = (run.finished_at - run.started_at).total_seconds()
     assert run.core_hours == pytest.approx(2 * seconds / 3600, rel=1e-6)
-    assert run.cost == (Decimal(repr(run.core_hours)) * Decimal("2.5")).quantize(Decimal("0.0001"))
+    assert run.cost == (Decimal(repr(run.core_hours)) * Decimal("2.5")).quantize(
+        Decimal("0.000001")
+    )
     assert api.get_task_cost(run.pk)["cores"] == 2
 
 

@@ -251,7 +251,7 @@ class RunAdmin(
             return "when it has ended"
         text = f"{run.core_hours:,.4f} core-hours ({run.cores} × {display.duration(run)})"
         if run.cost is not None:
-            text += f", cost {run.cost:,.4f} at {run.resource.price_per_core_hour} a core-hour"
+            text += f", cost {run.cost:,.6f} at {run.resource.price_per_core_hour} a core-hour"
         return text
 
     @admin.display(description="error")
