@@ -251,7 +251,12 @@ def test_a_slurm_run_over_its_wall_time_ends_timed_out(poller, slurm_work):
 def test_slurm_refuses_what_the_cluster_does_not_offer_before_queueing(slurm_work):
     from scheduler.exceptions import InvalidRequest
 
+    cluster = slurm_work.default_resource
+    cluster.max_cores = 2  # what the operator says the test cluster's node has
+    cluster.save()
     for override, words in [
+        ({"cores": 65}, "cores: 65 asked for, but resource 'cluster' lets a run take 2"),
+        ({"memory_mb": 0}, "memory_mb: expected memory in MB"),
         ({"queue": "nosuch"}, "'nosuch' is not a queue of resource 'cluster'; it has debug, long"),
         ({"gpus": 1}, "GPUs: 1 asked for, but resource 'cluster' lets a run take 0"),
         ({"cores": 0}, "cores: expected cores"),

@@ -288,3 +288,39 @@ def test_a_resource_lists_the_queues_a_run_may_ask_for(work):
     local = ExecutionResource(name="l", job_service_url="fork://localhost", queues="long")
     with pytest.raises(ValidationError, match="Only batch systems have queues"):
         local.full_clean()
+
+
+def test_a_schedule_overrides_what_its_runs_need_and_a_bad_override_is_its_form_error(work):
+    import datetime as dt
+
+    from django.core.exceptions import ValidationError
+    from django.utils import timezone
+
+    from scheduler import recurrence as maths
+    from scheduler.models import Recurrence
+    from scheduler.scheduling import schedule_materialize
+
+    start = timezone.now() - dt.timedelta(minutes=1)
+    rec = Recurrence(
+        definition=work,
+        name="every minute",
+        kind="interval",
+        interval_every=1,
+        interval_unit="minutes",
+        timezone="UTC",
+        start_at=start,
+        needs={"cores": 2, "environment": {"MODE": "scheduled"}},
+    )
+    rec.full_clean()
+    rec.save()
+    rec.next_due_at = maths.next_due_on_enable(rec, start)
+    rec.save()
+    schedule_materialize(now=timezone.now())
+    runs = list(Run.objects.filter(recurrence=rec))
+    assert runs
+    for run in runs:
+        assert run.needs["cores"] == 2 and run.needs["environment"]["MODE"] == "scheduled"
+    rec.needs = {"cores": 65}
+    with pytest.raises(ValidationError) as caught:
+        rec.full_clean()
+    assert "cores: 65 asked for" in str(caught.value.message_dict["needs"])
