@@ -131,6 +131,12 @@ class TaskDefinitionResource(resources.ModelResource):
     default_args = fields.Field(
         attribute="default_args", column_name="default_args", widget=JSONValueWidget([])
     )
+    environment = fields.Field(
+        attribute="environment", column_name="environment", widget=JSONValueWidget({})
+    )
+    output_patterns = fields.Field(
+        attribute="output_patterns", column_name="output_patterns", widget=JSONValueWidget([])
+    )
 
     class Meta:
         model = TaskDefinition
@@ -142,6 +148,15 @@ class TaskDefinitionResource(resources.ModelResource):
             "default_args",
             "default_resource",
             "timeout_seconds",
+            "cores",
+            "processes_per_host",
+            "memory_mb",
+            "gpus",
+            "mpi",
+            "queue",
+            "project",
+            "environment",
+            "output_patterns",
             "max_retries",
             "retry_backoff_seconds",
             "max_concurrent_runs",

@@ -249,3 +249,18 @@ def test_an_xlsx_export_keeps_json_text_in_its_json_columns(client, roles, setup
     row = dict(zip(rows[0], rows[1], strict=True))
     assert json.loads(row["parameters"])[0]["name"] == "greeting"
     assert json.loads(row["default_args"]) == ["--fast", "a b"]
+
+
+@pytest.mark.django_db
+def test_an_export_from_before_runs_said_what_they_need_still_imports(local_resource):
+    import tablib
+
+    from scheduler.import_export_resources import TaskDefinitionResource
+
+    data = tablib.Dataset(headers=["name", "program", "default_args", "parameters"])
+    data.append(["Old", "hello.py", "[]", "[]"])
+    result = TaskDefinitionResource().import_data(data, dry_run=False)
+    assert not result.has_errors(), [r.errors for r in result.rows]
+    assert not result.has_validation_errors()
+    d = TaskDefinition.objects.get(name="Old")
+    assert (d.cores, d.environment, d.output_patterns) == (1, {}, [])
