@@ -643,13 +643,17 @@ class RemoteRunDirs(RunDirs):
                     if text is not None:
                         shell.write_to_remote(text, f"{run_dir}/{name}")
                     else:
-                        self._put_bytes(shell, data, f"{run_dir}/{name}")
+                        self._put_bytes(shell, run_dir, data, name)
+            except ExecutorError:
+                raise
             except Exception as exc:  # noqa: BLE001
                 raise _error(self.resource, f"Staging {name} failed", exc) from None
         for relpath, stored in copies:
             try:
                 with self._lock:
-                    shell.stage_to_remote(str(stored), f"{run_dir}/{relpath}")
+                    self._put_file(shell, run_dir, Path(stored), relpath)
+            except ExecutorError:
+                raise
             except Exception as exc:  # noqa: BLE001
                 raise _error(self.resource, f"Staging {relpath} failed", exc) from None
         modes = [
@@ -661,14 +665,41 @@ class RemoteRunDirs(RunDirs):
                 f"Could not set modes in {run_dir} on {self.resource.name!r}: {out}"
             )
 
-    @staticmethod
-    def _put_bytes(shell, data: bytes, remote: str) -> None:
+    def _put_bytes(self, shell, run_dir: str, data: bytes, relpath: str) -> None:
         import tempfile
 
-        with tempfile.NamedTemporaryFile(prefix="scheduler-stage-") as tmp:
-            tmp.write(data)
-            tmp.flush()
-            shell.stage_to_remote(tmp.name, remote)
+        with tempfile.TemporaryDirectory(prefix="scheduler-stage-") as tmp:
+            local = Path(tmp, "data")
+            local.write_bytes(data)
+            self._put_file(shell, run_dir, local, relpath)
+
+    def _put_file(self, shell, run_dir: str, local: Path, relpath: str) -> None:
+        """Copy ``local`` to ``run_dir/relpath`` over sftp. sftp's ``mput``
+        takes its names in double quotes and expands wildcards, so a name with
+        a quote, a ``*`` or a ``?`` would copy something else: the copy goes
+        through names of our own making (a link here, a random name there) and
+        a quoted ``mv`` puts it in place."""
+        import secrets
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="scheduler-stage-") as tmp:
+            source = Path(tmp, "file")
+            source.symlink_to(local.absolute())  # sftp reads through the link
+            folder = relpath.rpartition("/")[0]
+            remote_tmp = f"{folder + '/' if folder else ''}.stage-{secrets.token_hex(8)}"
+            shell.stage_to_remote(str(source), f"{run_dir}/{remote_tmp}")
+        ret, out = self._run_unlocked(
+            shell, f"mv -f -- {self._q(run_dir, remote_tmp)} {self._q(run_dir, relpath)}"
+        )
+        if ret:
+            raise ExecutorError(
+                f"Could not put {relpath} in place on {self.resource.name!r}: {out.strip()[:200]}"
+            )
+
+    @staticmethod
+    def _run_unlocked(shell, command: str) -> tuple[int, str]:
+        ret, out, _ = shell.run_sync(command)
+        return ret, out
 
     def list_files(self, run_dir: str, *, depth: int, limit: int) -> list[str]:
         """As LocalRunDirs.list_files, by find on the resource (-type f: no links)."""

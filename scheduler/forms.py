@@ -204,5 +204,7 @@ def clean_advanced(form, cleaned: dict) -> None:
             .first()
         )
         # An unknown file and one the user may not see read the same (scheduler.inputs).
-        inputs.append(run_inputs.FromOutput(file_id if file_id is not None else -1, name))
+        inputs.append(
+            run_inputs.FromOutput(file_id if file_id is not None else -1, name, label=ref)
+        )
     cleaned["inputs"] = inputs

@@ -42,6 +42,7 @@ class FromOutput:
 
     file_id: int
     name: str = ""
+    label: str = ""  # how the user named it (run:12/out.csv), for the error message
 
 
 def check_name(name: str) -> None:
@@ -106,7 +107,8 @@ def attach(*, run: Run, inputs: list, user=None) -> list[RunInput]:
                     output = files.select_related("run").get(pk=int(item.file_id))
                 except (OutputFile.DoesNotExist, ValueError, TypeError):
                     raise InvalidRequest(
-                        f"Unknown output file {item.file_id!r} (or one you may not see)."
+                        f"Unknown output file {item.label or item.file_id!r} (or one you "
+                        "may not see)."
                     ) from None
                 name = item.name or output.name
                 source_file_id, source_run_id = output.pk, output.run_id

@@ -157,13 +157,20 @@ def test_a_shell_program_over_ssh_gets_its_inputs_and_brings_patterns_home(polle
     run = services.run_enqueue(
         definition=work,
         needs={"environment": {"GREETING": "over ssh"}},
-        inputs=[Upload("blob.bin", io.BytesIO(binary)), Upload("t.txt", io.BytesIO(b"text"))],
+        inputs=[
+            Upload("blob.bin", io.BytesIO(binary)),
+            Upload("t.txt", io.BytesIO(b"text")),
+            # sftp's mput globs and takes double quotes: such a name still
+            # gets its own bytes, not another input's.
+            Upload('t* "q".txt', io.BytesIO(b"starry")),
+        ],
     )
     run = run_to_end(poller, run, timeout=90)
     assert run.state == Run.State.SUCCEEDED, run.error
     summary = run.files.get(name="results__summary.csv").absolute_path().read_text(errors="replace")
     assert "greeting=over ssh" in summary
     assert "input blob.bin 256" in summary and "input t.txt 4 text" in summary
+    assert 'input t* "q".txt 6 starry' in summary
     assert run.files.get(name="work.log").size == len("work done\n")
     assert not run.files.filter(name__in=["run.json", "cluster_work.sh"]).exists()
     with pytest.raises(Exception, match="MPI: resource 'sshhost' is not a batch system"):

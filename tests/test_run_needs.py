@@ -211,6 +211,11 @@ def test_run_now_advanced_overrides_and_uploads(client, roles, work):
     assert "cores: 65 asked for, but resource &#x27;local&#x27; has" in text
     assert '<details id="run-now-advanced" open>' in text
     assert not Run.objects.exists()
+    unknown = client.post(url, {"adv_from_outputs": "run:999/x.csv, nonsense"}).content.decode()
+    assert "&#x27;nonsense&#x27;: give run:ID/NAME, e.g. run:12/result.csv." in unknown
+    unknown = client.post(url, {"adv_from_outputs": "run:999/x.csv"}).content.decode()
+    assert "Unknown output file &#x27;run:999/x.csv&#x27; (or one you may not see)." in unknown
+    assert not Run.objects.exists()
     upload = io.BytesIO(b"id\n7\n")
     upload.name = "ids.csv"
     done = client.post(
