@@ -208,7 +208,9 @@ def main() -> None:
         f"radical.saga alone, one job a run, {bulk} jobs an exchange: {job_rate:.1f} runs/s, "
         f"{job_cpu * 1000:.1f} ms CPU per run"
     )
-    print(f"ratio poller/bare: {rate / bare_rate:.2f}, poller/radical.saga alone: {rate / saga_rate:.2f}")
+    print(
+        f"ratio poller/bare: {rate / bare_rate:.2f}, poller/radical.saga alone: {rate / saga_rate:.2f}"
+    )
 
 
 if __name__ == "__main__":

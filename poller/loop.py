@@ -538,6 +538,8 @@ class Poller:
             "cores": run.cores,
             "memory_mb": (run.needs or {}).get("memory_mb"),
         }
+        if needs.get("mpi"):
+            run_json["mpi_starter"] = resource.mpi_starter_for(run.cores)
         env = {"SCHEDULER_RUN_DIR": run_dir, "SCHEDULER_RUN_ID": str(run.pk)}
         if resource.on_this_host() and not resource.run_as:
             # Local programs may use the site's models (scheduler_client.setup_django):

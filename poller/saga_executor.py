@@ -295,9 +295,9 @@ def _batch_shape(jd, spec: JobSpec) -> None:
     - A plain run is one process with ``cores`` CPUs: number_of_processes 1,
       processes_per_host 1, total_cpu_count cores, which it writes as
       ``--ntasks=1 --cpus-per-task=cores``.
-    - An MPI run is one process per core under ``mpirun -n cores``
-      (spmd_variation "mpi"); processes per host, when given, sets
-      ``--ntasks-per-node``.
+    - An MPI run is one task per core (``--ntasks=cores``), processes per
+      host, when given, sets ``--ntasks-per-node``; the launcher starts the
+      program's ranks under the MPI starter (srun, mpirun).
     - It divides total_physical_memory by the number of nodes it works out as
       ceil(total_cpu_count / processes_per_host), and writes that as
       ``--mem`` (per node). The run's memory is meant per node, so it is
@@ -308,7 +308,10 @@ def _batch_shape(jd, spec: JobSpec) -> None:
     cores = max(1, int(spec.cores or 1))
     jd.total_cpu_count = cores
     if spec.mpi:
-        jd.spmd_variation = "mpi"
+        # A task a core (--ntasks=cores --ntasks-per-node=ppn), but not SAGA's
+        # spmd_variation: that puts "mpirun -n N" before our launcher, and N
+        # launchers would race for one run. The launcher starts the program
+        # under the resource's MPI starter instead (run.json "mpi_starter").
         jd.number_of_processes = cores
         ppn = spec.processes_per_host or cores
     else:

@@ -221,6 +221,13 @@ class ExecutionResource(models.Model):
         help_text="The most GPUs one run may ask for here, e.g. 4. Only batch systems "
         "place GPUs; 0: runs here take none.",
     )
+    mpi_starter = models.CharField(
+        "MPI starter",
+        max_length=200,
+        blank=True,
+        help_text="The command an MPI run's program is started under, {cores} its cores, "
+        "e.g. mpirun -n {cores}. Blank: srun on Slurm, mpirun -n {cores} elsewhere.",
+    )
     price_per_core_hour = models.DecimalField(
         "price per core-hour",
         max_digits=12,
@@ -247,6 +254,15 @@ class ExecutionResource(models.Model):
     @property
     def scheme(self) -> str:
         return urlsplit(self.job_service_url).scheme.lower()
+
+    def mpi_starter_for(self, cores: int) -> list[str]:
+        """The command (argv) an MPI run of ``cores`` cores is started under."""
+        import shlex
+
+        text = self.mpi_starter or (
+            "srun" if self.scheme.startswith("slurm") else "mpirun -n {cores}"
+        )
+        return [part.replace("{cores}", str(int(cores))) for part in shlex.split(text)]
 
     def allowed_queues(self) -> list[str]:
         """The default queue, then the others an operator listed."""
@@ -305,6 +321,17 @@ class ExecutionResource(models.Model):
             raise ValidationError({"queue": "Batch systems need a default queue, e.g. debug."})
         if self.queues and not self.is_batch():
             raise ValidationError({"queues": "Only batch systems have queues."})
+        if self.mpi_starter:
+            import shlex
+
+            try:
+                words = shlex.split(self.mpi_starter)
+            except ValueError as exc:
+                raise ValidationError(
+                    {"mpi_starter": f"Cannot read it as a command: {exc}."}
+                ) from None
+            if not words:
+                raise ValidationError({"mpi_starter": "Give a command, e.g. mpirun -n {cores}."})
         if self.max_gpus and not self.is_batch():
             raise ValidationError(
                 {"max_gpus": "Only batch systems place GPUs; leave 0 for this resource."}

@@ -242,6 +242,10 @@ def resolve(definition, resource, override: Any, *, json_types: bool = False) ->
         raise NeedsError(f"MPI: {where} is not a batch system; MPI runs go to one (e.g. Slurm).")
     if ppn and not batch:
         raise NeedsError(f"processes per host: {where} is not a batch system; leave it blank.")
+    if ppn and not needs["mpi"]:
+        raise NeedsError(
+            "processes per host: only MPI runs have several processes; leave it blank."
+        )
     wall = needs["wall_time_seconds"]
     if wall and wall > MAX_WALL_TIME:
         raise NeedsError(f"wall time: at most {MAX_WALL_TIME} seconds (366 days), got {wall}.")

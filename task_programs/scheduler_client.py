@@ -445,29 +445,37 @@ class _Signalled(BaseException):
         self.signum = signum
 
 
-def _start_child(program, argv, child):
-    """Start the child with our signals held, so none arrives between fork and bookkeeping."""
+def _start_child(program, argv, child, prefix=()):
+    """Start the child with our signals held, so none arrives between fork and bookkeeping.
+    ``prefix``: the MPI starter it runs under (srun, mpirun -n 4)."""
     if os.sep not in program and os.path.isfile(program):
         program = os.curdir + os.sep + program  # a program in the run dir, not on PATH
+    command = [program] + list(argv)
+    if prefix:
+        if program.endswith(".py"):
+            command = [sys.executable] + command  # every rank runs the same interpreter
+        command = list(prefix) + command
     mask = getattr(signal, "pthread_sigmask", None)
     if mask is not None:
         mask(signal.SIG_BLOCK, PASSED_SIGNALS)
     try:
         import subprocess
 
-        child.append(subprocess.Popen([program] + list(argv)))
+        child.append(subprocess.Popen(command))
     finally:
         if mask is not None:
             mask(signal.SIG_UNBLOCK, PASSED_SIGNALS)  # held signals now reach the child
 
 
-def _run_child(program, argv, child, record):
+def _run_child(program, argv, child, record, prefix=()):
     try:
-        _start_child(program, argv, child)
+        _start_child(program, argv, child, prefix)
     except OSError as exc:
         code = 126 if os.path.exists(program) else 127
         reason = str(exc)
-        if code == 126 and not os.access(program, os.X_OK):
+        if prefix and code == 126:
+            code, reason = 127, "its MPI starter %r did not start (%s)" % (prefix[0], exc)
+        elif code == 126 and not os.access(program, os.X_OK):
             reason = "it is not executable (give it the executable bit, chmod +x, in its program folder)"
         record.update(exit_code=code, failed=True, error="cannot start %s: %s" % (program, reason))
         _emit("fail", message=record["error"], level="error")
@@ -548,6 +556,15 @@ def _set_environment():
             os.environ[name] = str(value)
 
 
+def _mpi_starter():
+    """run.json "mpi_starter": the command (a list of strings) an MPI run's
+    program is started under; empty for other runs."""
+    starter = _run_info().get("mpi_starter")
+    if isinstance(starter, list) and starter and all(isinstance(a, str) for a in starter):
+        return starter
+    return []
+
+
 def launch(argv):
     """Run PROGRAM [ARGS...] as this run's task; return the exit status."""
     global _in_launcher
@@ -599,8 +616,13 @@ def launch(argv):
     for signum in PASSED_SIGNALS:
         signal.signal(signum, on_signal)
     _set_environment()
+    mpi = _mpi_starter()
     try:
-        if program.endswith(".py"):
+        if mpi:
+            # An MPI run: this launcher stays one process; the program's ranks
+            # are started under the starter (srun, mpirun -n N), as one child.
+            _run_child(program, program_args, child, record, mpi)
+        elif program.endswith(".py"):
             _run_python(program, program_args)
         else:
             _run_child(program, program_args, child, record)

@@ -234,9 +234,9 @@ def test_a_two_core_shell_program_on_slurm_sees_two_cpus_and_its_input(poller, s
     assert run.state == Run.State.SUCCEEDED, (run.error, slurm.logs()[-2000:])
     summary = run.files.get(name="results__summary.csv").absolute_path().read_text()
     assert "cpus=2 nproc=2 cores=2" in summary, summary
+    # One task with two CPUs (--ntasks=1 --cpus-per-task=2), --mem=200 on its node.
+    assert "ntasks=1 mem=200 memory=200" in summary, summary
     assert "greeting=on slurm" in summary and "input in.txt 11 slurm input" in summary
-    job = slurm.run("scontrol", "show", "job", _job_number(run))
-    assert not job or "NumCPUs=2" in job  # gone from scontrol once MinJobAge passed
     assert run.core_hours > 0 and run.cost is not None
 
 
@@ -267,3 +267,19 @@ def test_slurm_refuses_what_the_cluster_does_not_offer_before_queueing(slurm_wor
     assert not Run.objects.exists()
     run = services.run_enqueue(definition=slurm_work, needs={"queue": "long", "mpi": True})
     assert run.needs["queue"] == "long" and run.needs["mpi"] is True
+
+
+def test_an_mpi_run_on_slurm_starts_one_rank_a_core_under_one_launcher(poller, cluster, slurm):
+    ranks = TaskDefinition.objects.create(
+        name="Ranks slurm",
+        program="mpi_ranks.sh",
+        default_resource=cluster,
+        output_patterns=["ranks.txt"],
+        mpi=True,
+        cores=2,
+    )
+    run = run_to_end(poller, services.run_enqueue(definition=ranks), timeout=90)
+    assert run.state == Run.State.SUCCEEDED, (run.error, slurm.logs()[-2000:])
+    lines = sorted(run.files.get(name="ranks.txt").absolute_path().read_text().splitlines())
+    assert lines == ["rank 0 of 2", "rank 1 of 2"]
+    assert run.needs["mpi"] is True and run.core_hours > 0

@@ -329,3 +329,38 @@ def test_a_schedule_overrides_what_its_runs_need_and_a_bad_override_is_its_form_
     with pytest.raises(ValidationError) as caught:
         rec.full_clean()
     assert "cores: 65 asked for" in str(caught.value.message_dict["needs"])
+
+
+@pytest.mark.parametrize(
+    ("needs", "expected"),
+    [
+        # A plain run: one process with all its cores (--ntasks=1 --cpus-per-task=N).
+        ({"cores": 8}, {"total_cpu_count": 8, "number_of_processes": 1, "processes_per_host": 1}),
+        # Memory is per node; radical.saga divides it by ceil(cores / ppn) nodes.
+        (
+            {"cores": 8, "memory_mb": 1000},
+            {"total_cpu_count": 8, "processes_per_host": 1, "total_physical_memory": 8000},
+        ),
+        # MPI: a task a core, ppn as given; the launcher starts the ranks (srun).
+        (
+            {"cores": 64, "mpi": True, "processes_per_host": 32, "memory_mb": 1000},
+            {
+                "number_of_processes": 64,
+                "processes_per_host": 32,
+                "total_physical_memory": 2000,
+            },
+        ),
+        ({"cores": 1, "gpus": 2}, {"total_gpu_count": 2}),
+    ],
+)
+def test_the_batch_job_description_has_the_shape_radical_saga_reads(needs, expected):
+    from poller.saga_executor import JobSpec, _batch_shape, radical_saga
+
+    jd = radical_saga().job.Description()
+    _batch_shape(
+        jd, JobSpec(run_id=1, executable="x", arguments=[], working_directory="/w", **needs)
+    )
+    for key, value in expected.items():
+        assert getattr(jd, key) == value, key
+    # Never SAGA's spmd_variation: it would start the launcher once per rank.
+    assert not jd.attribute_exists("spmd_variation") or not jd.spmd_variation

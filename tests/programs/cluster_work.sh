@@ -4,6 +4,7 @@
 mkdir -p results
 {
   echo "cpus=${SLURM_CPUS_ON_NODE:-none} nproc=$(nproc) cores=${SCHEDULER_CORES:-none}"
+  echo "ntasks=${SLURM_NTASKS:-none} mem=${SLURM_MEM_PER_NODE:-none} memory=${SCHEDULER_MEMORY_MB:-none}"
   echo "greeting=${GREETING:-none}"
   for f in inputs/*; do
     if [ -f "$f" ]; then echo "input $(basename "$f") $(wc -c < "$f" | tr -d ' ') $(head -c 40 "$f")"; fi
