@@ -415,7 +415,8 @@ class TaskDefinition(models.Model):
     mpi = models.BooleanField(
         "MPI",
         default=False,
-        help_text="Start the program under mpirun with one process per core (batch systems).",
+        help_text="Start the program's ranks, one a core, under the resource's MPI starter "
+        "(srun on Slurm; batch systems only).",
     )
     queue = models.CharField(
         "queue", max_length=100, blank=True, help_text="Batch queue. Blank: the resource's default."
