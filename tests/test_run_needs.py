@@ -364,3 +364,33 @@ def test_the_batch_job_description_has_the_shape_radical_saga_reads(needs, expec
         assert getattr(jd, key) == value, key
     # Never SAGA's spmd_variation: it would start the launcher once per rank.
     assert not jd.attribute_exists("spmd_variation") or not jd.spmd_variation
+
+
+def test_cancel_ends_a_shell_program_and_its_sleep(poller, work):
+    import time
+
+    import psutil
+
+    from tests.poller_helpers import tick_until
+
+    run = services.run_enqueue(definition=work)
+    Run.objects.filter(pk=run.pk).update(args=["sleep", "300"])
+    tick_until(poller, lambda: Run.objects.get(pk=run.pk).state == Run.State.RUNNING)
+    run.refresh_from_db()
+
+    def in_run_dir():
+        found = []
+        for proc in psutil.process_iter(["cwd"]):
+            if proc.info.get("cwd") == run.run_directory and proc.status() != "zombie":
+                found.append(proc)
+        return found
+
+    tick_until(poller, lambda: any("sleep" in p.name() for p in in_run_dir()))
+    started = time.monotonic()
+    services.run_request_cancel(run=run)
+    run = run_to_end(poller, run, timeout=30)
+    assert run.state == Run.State.CANCELLED and time.monotonic() - started < 20
+    deadline = time.monotonic() + 10
+    while in_run_dir() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not in_run_dir()
