@@ -100,6 +100,7 @@ def submit_task(
     json_types: bool = False,
     needs: dict[str, Any] | None = None,
     inputs: list | None = None,
+    args: list[str] | None = None,
 ) -> int:
     """Queue a run of ``definition`` (instance, name or id); return the run id.
 
@@ -110,7 +111,8 @@ def submit_task(
     project, environment), checked against the resource.
     ``inputs``: files for ``inputs/`` of the run directory, each an
     ``inputs.Upload(name, file)``, an ``inputs.FromOutput(file_id, name)`` (an
-    earlier run's output file the user may see), or a path on this host."""
+    earlier run's output file the user may see), or a path on this host.
+    ``args``: command-line arguments instead of the definition's default ones."""
     if user is not None and not user.has_perm("scheduler.run_taskdefinition"):
         raise Forbidden("You may not queue runs.")
     run_at = _utc(run_at, "run_at")
@@ -125,6 +127,7 @@ def submit_task(
         json_types=json_types,
         needs=needs,
         inputs=_inputs(inputs),
+        args=args,
     )
     return run.pk
 

@@ -129,6 +129,7 @@ def run_enqueue(
     priority: int = 0,
     needs: dict[str, Any] | None = None,
     inputs: list | None = None,
+    args: list[str] | None = None,
 ) -> Run:
     """Queue a run of ``definition``; parameters are checked against its typed
     parameters (``json_types``: strictly, as JSON values; see run_target), what it
@@ -141,13 +142,22 @@ def run_enqueue(
     resolved = run_needs(
         definition=definition, resource=resource, override=needs, json_types=json_types
     )
+    if args is not None:
+        if not isinstance(args, (list, tuple)) or not all(
+            isinstance(a, (str, int, float)) and not isinstance(a, bool) for a in args
+        ):
+            raise InvalidRequest("arguments must be a list of strings, e.g. ['--help'].")
+        if sum(len(str(a)) for a in args) > 100_000 or any("\x00" in str(a) for a in args):
+            raise InvalidRequest("arguments must be under 100,000 characters, without NUL.")
     now = timezone.now()
     with transaction.atomic():
         run = Run.objects.create(
             definition=definition,
             resource=resource,
             parameters=cleaned,
-            args=list(definition.default_args or []),
+            args=[str(a) for a in args]
+            if args is not None
+            else list(definition.default_args or []),
             due_at=due_at or now,
             queued_at=now,
             requested_by=requested_by,

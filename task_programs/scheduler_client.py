@@ -476,7 +476,10 @@ def _run_child(program, argv, child, record, prefix=()):
         if prefix and code == 126:
             code, reason = 127, "its MPI starter %r did not start (%s)" % (prefix[0], exc)
         elif code == 126 and not os.access(program, os.X_OK):
-            reason = "it is not executable (give it the executable bit, chmod +x, in its program folder)"
+            reason = (
+                "it is not executable (%s; give it the executable bit, chmod +x, in its "
+                "program folder)" % (exc.strerror or exc)
+            )
         record.update(exit_code=code, failed=True, error="cannot start %s: %s" % (program, reason))
         _emit("fail", message=record["error"], level="error")
         sys.stderr.write(record["error"] + "\n")

@@ -136,14 +136,9 @@ def submit_task(
         resource=resource,
         needs=needs,
         inputs=list(input_files or []) or None,
+        args=[str(a) for a in arguments] if arguments else None,
     )
     run = Run.objects.get(pk=run_id)
-    if arguments:
-        # Before the poller can take it: submit_task's transaction is over, and
-        # a run is claimed only QUEUED and due, so the update is conditional.
-        Run.objects.filter(pk=run_id, state=Run.State.QUEUED).update(
-            args=[str(a) for a in arguments]
-        )
     services.audit_record(
         action="queue", obj=run, detail={"definition": definition.name, "via": "compat-000"}
     )
