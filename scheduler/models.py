@@ -217,9 +217,10 @@ class ExecutionResource(models.Model):
     )
     max_gpus = models.PositiveIntegerField(
         "GPUs a run may ask for",
-        default=0,
+        null=True,
+        blank=True,
         help_text="The most GPUs one run may ask for here, e.g. 4. Only batch systems "
-        "place GPUs; 0: runs here take none.",
+        "place GPUs; blank or 0: runs here take none.",
     )
     mpi_starter = models.CharField(
         "MPI starter",
