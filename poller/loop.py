@@ -169,6 +169,7 @@ class Poller:
         keep_database_connections()
         self.log_taken_back()
         _quietly(_sync_periodic, "syncing the periodic tasks declared in code")
+        self.end_stale_shells()
         self.warm_up()
         try:
             while not self.stop_requested:
@@ -231,6 +232,16 @@ class Poller:
             "10000+" if waiting > 10_000 else waiting,
         )
         return False
+
+    def end_stale_shells(self) -> int:
+        """End the SAGA shells a killed poller of this SAGA base left (poller.saga_shells)."""
+        from poller import saga_shells
+
+        try:
+            return saga_shells.end_stale(str(settings.SCHEDULER_SAGA_BASE))
+        except Exception:  # noqa: BLE001 - never a reason not to start
+            logger.exception("could not look for stale SAGA shells")
+            return 0
 
     def warm_up(self) -> None:
         """A long-lived poller opens the job services of its local resources in the

@@ -334,6 +334,7 @@ class JobServicePool:
         self._created = 0
         self._lock = threading.Lock()
         self._all: list[Any] = []
+        self._shells: dict[int, list[int]] = {}  # id(service) -> its shells' process groups
 
     def _new_service(self):
         rs = radical_saga()
@@ -346,9 +347,41 @@ class JobServicePool:
             purge_dead_ssh_masters()  # the next attempt connects afresh
             raise _error(self.resource, "Could not open the job service", exc) from None
         _bound_monitor_events(service)
+        from poller import saga_shells
+
+        shells = saga_shells.service_shells(service)
         with self._lock:
             self._all.append(service)
+            self._shells[id(service)] = shells
         return service
+
+    def _end_shells_of(self, services: list, threads: list[threading.Thread], timeout: float):
+        """After ``threads`` closed ``services`` (or ``timeout``), end their
+        shells' process groups: radical.saga's close kills only the ``setsid``
+        before each shell, and the shell, its wrapper, tail and monitors lived on
+        (poller.saga_shells)."""
+        from poller import saga_shells
+
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        from django.conf import settings
+
+        with self._lock:
+            pgids = [pgid for svc in services for pgid in self._shells.pop(id(svc), [])]
+        if not pgids:
+            return 0
+        return saga_shells.end_groups(pgids, str(settings.SCHEDULER_SAGA_BASE))
+
+    def _close_in_background(self, svc) -> None:
+        """Close one dropped service and end its shells, never in the caller's thread."""
+        thread = close_quietly(svc.close)
+        threading.Thread(
+            target=self._end_shells_of,
+            args=([svc], [thread], 10.0),
+            name="saga-shells",
+            daemon=True,
+        ).start()
 
     def forget(self, job_id: str) -> None:
         """Drop an ended job from the services' memory. radical.saga keeps every
@@ -407,7 +440,7 @@ class JobServicePool:
                     self._created -= 1
                     if svc in self._all:
                         self._all.remove(svc)
-                close_quietly(svc.close)
+                self._close_in_background(svc)
             else:
                 self._free.put(svc)
 
@@ -427,7 +460,7 @@ class JobServicePool:
                 self._created -= 1
                 if svc in self._all:
                     self._all.remove(svc)
-            close_quietly(svc.close)
+            self._close_in_background(svc)
             discarded += 1
 
     def _description(self, spec: JobSpec):
@@ -525,13 +558,12 @@ class JobServicePool:
     def close(self, timeout: float = 10.0) -> None:
         """Close every service, waiting at most ``timeout`` in all: a service whose
         host went away can block in close (radical.saga holds its shell lock while
-        a keep-alive PING waits on the dead connection); such a one is abandoned."""
+        a keep-alive PING waits on the dead connection); such a one is abandoned.
+        Then their local shells end, with everything in their process groups."""
         with self._lock:
             services, self._all = self._all, []
         threads = [close_quietly(svc.close) for svc in services]
-        deadline = time.monotonic() + timeout
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        self._end_shells_of(services, threads, timeout)
 
 
 def close_quietly(close) -> threading.Thread:

@@ -39,6 +39,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, stop)
         if once:
             try:
+                poller.end_stale_shells()
                 poller.tick()
             finally:
                 poller.close()
