@@ -57,6 +57,8 @@ HEARTBEAT_SECONDS = 5.0
 # A busy poller (the last tick found work) starts its next tick this long after
 # the last one started, or at once if the tick took longer.
 BUSY_TICK_SECONDS = 0.1
+# How often a sleeping poller looks whether it was asked to stop.
+STOP_CHECK_SECONDS = 0.25
 # Schedules are turned into runs this often (the default poll interval).
 MATERIALIZE_SECONDS = 1.0
 # radical.saga's folders of ended local jobs are removed this often.
@@ -129,6 +131,7 @@ class Poller:
         self._next_materialize = 0.0
         self._next_tidy = 0.0
         self._tidying = None
+        self._waker = None  # scheduler.wake.Waker while run_forever runs
         # SAGA job states asked for during one track() pass, else None.
         self._job_states: dict[tuple[int, str], tuple[str, int | None]] | None = None
         self._threads = ThreadPoolExecutor(max_workers=max(2, self.services_per_resource * 2))
@@ -171,6 +174,9 @@ class Poller:
         _quietly(_sync_periodic, "syncing the periodic tasks declared in code")
         self.end_stale_shells()
         self.warm_up()
+        from scheduler.wake import Waker
+
+        self._waker = Waker()
         try:
             while not self.stop_requested:
                 started = time.monotonic()
@@ -185,6 +191,8 @@ class Poller:
                     # that follow each other at once took CPU from the programs.
                     self._sleep(min(interval, BUSY_TICK_SECONDS) - (time.monotonic() - started))
         finally:
+            self._waker.close()
+            self._waker = None
             self.close()
 
     def log_taken_back(self) -> int:
@@ -268,9 +276,15 @@ class Poller:
         return max(0.01, min(interval, (next_due - now).total_seconds()))
 
     def _sleep(self, seconds: float) -> None:
+        """Sleep ``seconds``, or until a run is queued (scheduler.wake) or a stop
+        is asked for (looked at every STOP_CHECK_SECONDS)."""
         end = time.monotonic() + seconds
         while not self.stop_requested and time.monotonic() < end:
-            time.sleep(min(0.05, max(0.0, end - time.monotonic())))
+            step = min(STOP_CHECK_SECONDS, max(0.0, end - time.monotonic()))
+            if self._waker is None:
+                time.sleep(step)
+            elif self._waker.wait(step):
+                return
 
     def close(self) -> None:
         self._threads.shutdown(wait=True)

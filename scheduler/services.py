@@ -21,6 +21,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from scheduler import needs as needs_of
+from scheduler import wake
 from scheduler.exceptions import InvalidRequest
 from scheduler.models import (
     AuditEvent,
@@ -172,6 +173,7 @@ def run_enqueue(
             from scheduler import inputs as run_inputs
 
             run_inputs.attach(run=run, inputs=inputs, user=requested_by)
+        wake.nudge()  # the pollers look at once (at commit), not at their next poll
     return run
 
 
@@ -203,6 +205,7 @@ def run_make_due_now(*, run: Run, now: dt.datetime | None = None) -> bool:
     )
     if changed:
         run.due_at = now
+        wake.nudge()
     return changed == 1
 
 
@@ -390,6 +393,7 @@ def run_request_cancel(*, run: Run, user=None) -> str:
     ).update(cancel_requested_at=now):
         run.refresh_from_db()
         run_add_message(run=run, text=f"Cancel requested{_by(user)}.", level="warning")
+        wake.nudge()  # its poller ends the job at once
         return "requested"
     run.refresh_from_db()
     return "requested" if not run.is_final else "final"

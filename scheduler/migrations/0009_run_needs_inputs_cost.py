@@ -6,129 +6,249 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('scheduler', '0008_run_priority'),
+        ("scheduler", "0008_run_priority"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='executionresource',
-            name='max_cores',
-            field=models.PositiveIntegerField(blank=True, help_text="The most cores one run may take here, e.g. 64. Blank: this host's cores for a local resource; unchecked elsewhere (the batch system answers).", null=True, verbose_name='cores a run may ask for'),
+            model_name="executionresource",
+            name="max_cores",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="The most cores one run may take here, e.g. 64. Blank: this host's cores for a local resource; unchecked elsewhere (the batch system answers).",
+                null=True,
+                verbose_name="cores a run may ask for",
+            ),
         ),
         migrations.AddField(
-            model_name='executionresource',
-            name='max_gpus',
-            field=models.PositiveIntegerField(blank=True, help_text='The most GPUs one run may ask for here, e.g. 4. Only batch systems place GPUs; blank or 0: runs here take none.', null=True, verbose_name='GPUs a run may ask for'),
+            model_name="executionresource",
+            name="max_gpus",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="The most GPUs one run may ask for here, e.g. 4. Only batch systems place GPUs; blank or 0: runs here take none.",
+                null=True,
+                verbose_name="GPUs a run may ask for",
+            ),
         ),
         migrations.AddField(
-            model_name='executionresource',
-            name='max_memory_mb',
-            field=models.PositiveIntegerField(blank=True, help_text="The most memory one run may ask for, in MB, e.g. 256000. Blank: this host's memory for a local resource; unchecked elsewhere.", null=True, verbose_name='memory a run may ask for (MB)'),
+            model_name="executionresource",
+            name="max_memory_mb",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="The most memory one run may ask for, in MB, e.g. 256000. Blank: this host's memory for a local resource; unchecked elsewhere.",
+                null=True,
+                verbose_name="memory a run may ask for (MB)",
+            ),
         ),
         migrations.AddField(
-            model_name='executionresource',
-            name='mpi_starter',
-            field=models.CharField(blank=True, help_text="The command an MPI run's program is started under, {cores} its cores, e.g. mpirun -n {cores}. Blank: srun on Slurm, mpirun -n {cores} elsewhere.", max_length=200, verbose_name='MPI starter'),
+            model_name="executionresource",
+            name="mpi_starter",
+            field=models.CharField(
+                blank=True,
+                help_text="The command an MPI run's program is started under, {cores} its cores, e.g. mpirun -n {cores}. Blank: srun on Slurm, mpirun -n {cores} elsewhere.",
+                max_length=200,
+                verbose_name="MPI starter",
+            ),
         ),
         migrations.AddField(
-            model_name='executionresource',
-            name='price_per_core_hour',
-            field=models.DecimalField(blank=True, decimal_places=4, help_text='What a core-hour here costs, in your currency, e.g. 0.05. Blank: runs record core-hours only.', max_digits=12, null=True, verbose_name='price per core-hour'),
+            model_name="executionresource",
+            name="price_per_core_hour",
+            field=models.DecimalField(
+                blank=True,
+                decimal_places=4,
+                help_text="What a core-hour here costs, in your currency, e.g. 0.05. Blank: runs record core-hours only.",
+                max_digits=12,
+                null=True,
+                verbose_name="price per core-hour",
+            ),
         ),
         migrations.AddField(
-            model_name='executionresource',
-            name='queues',
-            field=models.CharField(blank=True, help_text='Batch queues a run may ask for besides the default, separated by commas, e.g. long, gpu. A run asking for another queue is refused.', max_length=500, verbose_name='other queues'),
+            model_name="executionresource",
+            name="queues",
+            field=models.CharField(
+                blank=True,
+                help_text="Batch queues a run may ask for besides the default, separated by commas, e.g. long, gpu. A run asking for another queue is refused.",
+                max_length=500,
+                verbose_name="other queues",
+            ),
         ),
         migrations.AddField(
-            model_name='recurrence',
-            name='needs',
-            field=models.JSONField(blank=True, default=dict, help_text='Overrides of the definition\'s cores, memory, wall time etc., e.g. {"cores": 8, "wall_time_seconds": 7200}.', verbose_name='what each run needs'),
+            model_name="recurrence",
+            name="needs",
+            field=models.JSONField(
+                blank=True,
+                default=dict,
+                help_text='Overrides of the definition\'s cores, memory, wall time etc., e.g. {"cores": 8, "wall_time_seconds": 7200}.',
+                verbose_name="what each run needs",
+            ),
         ),
         migrations.AddField(
-            model_name='run',
-            name='core_hours',
-            field=models.FloatField(blank=True, null=True, verbose_name='core-hours'),
+            model_name="run",
+            name="core_hours",
+            field=models.FloatField(blank=True, null=True, verbose_name="core-hours"),
         ),
         migrations.AddField(
-            model_name='run',
-            name='cost',
-            field=models.DecimalField(blank=True, decimal_places=6, max_digits=18, null=True, verbose_name='cost'),
+            model_name="run",
+            name="cost",
+            field=models.DecimalField(
+                blank=True, decimal_places=6, max_digits=18, null=True, verbose_name="cost"
+            ),
         ),
         migrations.AddField(
-            model_name='run',
-            name='needs',
-            field=models.JSONField(blank=True, default=dict, help_text='Cores, memory, GPUs, MPI, wall time, queue, project and environment, as resolved when it was queued (scheduler.needs).', verbose_name='what it needs'),
+            model_name="run",
+            name="needs",
+            field=models.JSONField(
+                blank=True,
+                default=dict,
+                help_text="Cores, memory, GPUs, MPI, wall time, queue, project and environment, as resolved when it was queued (scheduler.needs).",
+                verbose_name="what it needs",
+            ),
         ),
         migrations.AddField(
-            model_name='run',
-            name='timeout_seconds',
-            field=models.PositiveIntegerField(blank=True, help_text="Cancelled as TIMED_OUT after running this long. Blank: the definition's.", null=True, verbose_name='wall time (seconds)'),
+            model_name="run",
+            name="timeout_seconds",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="Cancelled as TIMED_OUT after running this long. Blank: the definition's.",
+                null=True,
+                verbose_name="wall time (seconds)",
+            ),
         ),
         migrations.AddField(
-            model_name='taskdefinition',
-            name='cores',
-            field=models.PositiveIntegerField(default=1, help_text="Cores a run takes (SAGA's total CPU count), e.g. 16.", verbose_name='cores'),
+            model_name="taskdefinition",
+            name="cores",
+            field=models.PositiveIntegerField(
+                default=1,
+                help_text="Cores a run takes (SAGA's total CPU count), e.g. 16.",
+                verbose_name="cores",
+            ),
         ),
         migrations.AddField(
-            model_name='taskdefinition',
-            name='environment',
-            field=models.JSONField(blank=True, default=dict, help_text='Set for the program, as a JSON object, e.g. {"OMP_NUM_THREADS": "16"}.', verbose_name='environment variables'),
+            model_name="taskdefinition",
+            name="environment",
+            field=models.JSONField(
+                blank=True,
+                default=dict,
+                help_text='Set for the program, as a JSON object, e.g. {"OMP_NUM_THREADS": "16"}.',
+                verbose_name="environment variables",
+            ),
         ),
         migrations.AddField(
-            model_name='taskdefinition',
-            name='gpus',
-            field=models.PositiveIntegerField(default=0, help_text='GPUs a run asks for (batch systems only), e.g. 1.', verbose_name='GPUs'),
+            model_name="taskdefinition",
+            name="gpus",
+            field=models.PositiveIntegerField(
+                default=0,
+                help_text="GPUs a run asks for (batch systems only), e.g. 1.",
+                verbose_name="GPUs",
+            ),
         ),
         migrations.AddField(
-            model_name='taskdefinition',
-            name='memory_mb',
-            field=models.PositiveIntegerField(blank=True, help_text='Memory a run asks for, e.g. 64000.', null=True, verbose_name='memory (MB)'),
+            model_name="taskdefinition",
+            name="memory_mb",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="Memory a run asks for, e.g. 64000.",
+                null=True,
+                verbose_name="memory (MB)",
+            ),
         ),
         migrations.AddField(
-            model_name='taskdefinition',
-            name='mpi',
-            field=models.BooleanField(default=False, help_text="Start the program's ranks, one a core, under the resource's MPI starter (srun on Slurm; batch systems only).", verbose_name='MPI'),
+            model_name="taskdefinition",
+            name="mpi",
+            field=models.BooleanField(
+                default=False,
+                help_text="Start the program's ranks, one a core, under the resource's MPI starter (srun on Slurm; batch systems only).",
+                verbose_name="MPI",
+            ),
         ),
         migrations.AddField(
-            model_name='taskdefinition',
-            name='output_patterns',
-            field=models.JSONField(blank=True, default=list, help_text='Files brought home at the end even if the program did not register them, as a JSON list of patterns relative to the run directory, e.g. ["results/*.csv", "*.log"].', verbose_name='output file patterns'),
+            model_name="taskdefinition",
+            name="output_patterns",
+            field=models.JSONField(
+                blank=True,
+                default=list,
+                help_text='Files brought home at the end even if the program did not register them, as a JSON list of patterns relative to the run directory, e.g. ["results/*.csv", "*.log"].',
+                verbose_name="output file patterns",
+            ),
         ),
         migrations.AddField(
-            model_name='taskdefinition',
-            name='processes_per_host',
-            field=models.PositiveIntegerField(blank=True, help_text='For MPI runs over several nodes, e.g. 32. Blank: the batch system decides.', null=True, verbose_name='processes per host'),
+            model_name="taskdefinition",
+            name="processes_per_host",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="For MPI runs over several nodes, e.g. 32. Blank: the batch system decides.",
+                null=True,
+                verbose_name="processes per host",
+            ),
         ),
         migrations.AddField(
-            model_name='taskdefinition',
-            name='project',
-            field=models.CharField(blank=True, help_text="Batch account to charge. Blank: the resource's.", max_length=100, verbose_name='project/account'),
+            model_name="taskdefinition",
+            name="project",
+            field=models.CharField(
+                blank=True,
+                help_text="Batch account to charge. Blank: the resource's.",
+                max_length=100,
+                verbose_name="project/account",
+            ),
         ),
         migrations.AddField(
-            model_name='taskdefinition',
-            name='queue',
-            field=models.CharField(blank=True, help_text="Batch queue. Blank: the resource's default.", max_length=100, verbose_name='queue'),
+            model_name="taskdefinition",
+            name="queue",
+            field=models.CharField(
+                blank=True,
+                help_text="Batch queue. Blank: the resource's default.",
+                max_length=100,
+                verbose_name="queue",
+            ),
         ),
         migrations.CreateModel(
-            name='RunInput',
+            name="RunInput",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, verbose_name='name')),
-                ('size', models.BigIntegerField(default=0, verbose_name='size (bytes)')),
-                ('sha256', models.CharField(max_length=64, verbose_name='SHA-256')),
-                ('stored_path', models.CharField(help_text='Relative to SCHEDULER_FILE_ROOT.', max_length=500, verbose_name='stored path')),
-                ('source_file_id', models.IntegerField(blank=True, null=True, verbose_name='from output file')),
-                ('source_run_id', models.IntegerField(blank=True, null=True, verbose_name='from run')),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, verbose_name='added')),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='inputs', to='scheduler.run')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200, verbose_name="name")),
+                ("size", models.BigIntegerField(default=0, verbose_name="size (bytes)")),
+                ("sha256", models.CharField(max_length=64, verbose_name="SHA-256")),
+                (
+                    "stored_path",
+                    models.CharField(
+                        help_text="Relative to SCHEDULER_FILE_ROOT.",
+                        max_length=500,
+                        verbose_name="stored path",
+                    ),
+                ),
+                (
+                    "source_file_id",
+                    models.IntegerField(blank=True, null=True, verbose_name="from output file"),
+                ),
+                (
+                    "source_run_id",
+                    models.IntegerField(blank=True, null=True, verbose_name="from run"),
+                ),
+                (
+                    "created_at",
+                    models.DateTimeField(default=django.utils.timezone.now, verbose_name="added"),
+                ),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="inputs",
+                        to="scheduler.run",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'input file',
-                'ordering': ['name'],
-                'constraints': [models.UniqueConstraint(fields=('run', 'name'), name='runinput_unique_name')],
+                "verbose_name": "input file",
+                "ordering": ["name"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("run", "name"), name="runinput_unique_name")
+                ],
             },
         ),
     ]

@@ -1,0 +1,146 @@
+"""Wake the poller when a run is queued, instead of letting it find the run at
+its next poll (issue 14).
+
+- PostgreSQL: ``NOTIFY scheduler_runs`` in the transaction that queues the
+  run; PostgreSQL delivers it when that commits, to every poller listening,
+  on any host.
+- SQLite (one host): after the commit, one datagram to each poller's socket
+  in SCHEDULER_WAKE_DIR (``<pid>.sock``); a socket nobody reads any more (its
+  poller is gone) is removed.
+
+A nudge is a hint: the poller still polls (SCHEDULER_POLL_INTERVAL), so a lost
+nudge costs at most one interval, and a nudge never fails the request that
+queued the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import selectors
+import socket
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection, transaction
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "scheduler_runs"
+
+
+def _wake_dir() -> Path:
+    return Path(settings.SCHEDULER_WAKE_DIR)
+
+
+def nudge() -> None:
+    """Tell the pollers that a run was queued (or made due), once its transaction commits."""
+    try:
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(f"NOTIFY {CHANNEL}")  # delivered at commit
+        else:
+            transaction.on_commit(_nudge_sockets)
+    except Exception:  # noqa: BLE001 - a hint; never fail the caller for it
+        logger.debug("could not nudge the pollers", exc_info=True)
+
+
+def _nudge_sockets() -> None:
+    try:
+        entries = list(os.scandir(_wake_dir()))
+    except OSError:
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        for entry in entries:
+            if not entry.name.endswith(".sock"):
+                continue
+            try:
+                sock.sendto(b"!", entry.path)
+            except OSError as exc:
+                if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)  # its poller is gone
+                # EAGAIN: that poller has nudges waiting already; enough.
+
+
+class Waker:
+    """The poller's side: sleep until a nudge, a notification or the timeout."""
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._socket: socket.socket | None = None
+        self._socket_path: Path | None = None
+        self._listener = None
+        self.nudges = 0
+        if connection.vendor == "postgresql":
+            self._listen_postgres()
+        else:
+            self._bind_socket()
+
+    def _listen_postgres(self) -> None:
+        import psycopg
+
+        params = connection.get_connection_params()
+        params.pop("cursor_factory", None)
+        params.pop("context", None)
+        params.pop("prepare_threshold", None)
+        try:
+            self._listener = psycopg.connect(**params, autocommit=True)
+            self._listener.execute(f"LISTEN {CHANNEL}")
+        except Exception:  # noqa: BLE001
+            logger.warning("cannot LISTEN for new runs; polling only", exc_info=True)
+            self._listener = None
+            return
+        self._selector.register(self._listener.fileno(), selectors.EVENT_READ, "postgres")
+
+    def _bind_socket(self) -> None:
+        folder = _wake_dir()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{os.getpid()}.sock"
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            sock.bind(str(path))
+            os.chmod(path, 0o600)
+        except OSError:
+            logger.warning("cannot bind the wake socket in %s; polling only", folder, exc_info=True)
+            return
+        self._socket, self._socket_path = sock, path
+        self._selector.register(sock, selectors.EVENT_READ, "socket")
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds; True if woken by a nudge."""
+        if not self._selector.get_map():
+            return False
+        woken = False
+        for key, _ in self._selector.select(max(0.0, timeout)):
+            woken = True
+            if key.data == "socket":
+                with contextlib.suppress(BlockingIOError, OSError):
+                    while self._socket.recv(64):
+                        pass
+            else:
+                pgconn = self._listener.pgconn
+                with contextlib.suppress(Exception):
+                    pgconn.consume_input()
+                    while pgconn.notifies() is not None:
+                        pass
+        if woken:
+            self.nudges += 1
+        return woken
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._selector.close()
+        if self._socket is not None:
+            self._socket.close()
+            with contextlib.suppress(OSError):
+                self._socket_path.unlink()
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                self._listener.close()
