@@ -2,9 +2,12 @@
 
 Queues runs due at spread-out future moments while a poller with the default
 poll interval idles, and prints the median and the 99th percentile of the delay
-from each run's due time to the moment its program's first line ran.
+from each run's due time to the moment its program's first line ran. Then runs
+queued for now (Run now), one at a time: queued -> first line. Before both, the
+CPU the idle poller and its SAGA helpers use, beside a bare sleep loop.
 
     .venv/bin/python bench/latency.py --runs 40
+    .venv/bin/python bench/latency.py --database-url postgres://postgres@127.0.0.1/latency
 """
 
 from __future__ import annotations
@@ -76,6 +79,53 @@ def bare(due_offsets: list[float]) -> list[float]:
     return sorted(delays)
 
 
+def _idle_cpu(pid: int, seconds: float) -> tuple[float, float, float]:
+    """CPU of the idle poller and of its SAGA helpers (its descendants and the
+    shells that left its tree), in % of one core over ``seconds``; and of a bare
+    Python loop sleeping the poll interval, measured the same way."""
+    import psutil
+    from django.conf import settings
+
+    def helpers():
+        found = {p.pid: p for p in psutil.Process(pid).children(recursive=True)}
+        base = str(settings.SCHEDULER_SAGA_BASE)
+        for proc in psutil.process_iter():
+            try:
+                if proc.environ().get("RADICAL_BASE") == base:
+                    found.setdefault(proc.pid, proc)
+            except psutil.Error:
+                continue
+        return list(found.values())
+
+    def cpu(procs):
+        total = 0.0
+        for proc in procs:
+            try:
+                times = proc.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                continue
+        return total
+
+    poller = psutil.Process(pid)
+    procs = helpers()
+    before_own, before_helpers = cpu([poller]), cpu(procs)
+    time.sleep(seconds)
+    own = (cpu([poller]) - before_own) / seconds * 100
+    helper = (cpu(procs) - before_helpers) / seconds * 100
+    loop = subprocess.Popen(
+        [PY, "-c", f"import time\nwhile True: time.sleep({settings.SCHEDULER_POLL_INTERVAL})"]
+    )
+    time.sleep(0.5)
+    bare_proc = psutil.Process(loop.pid)
+    start = cpu([bare_proc])
+    time.sleep(seconds)
+    bare = (cpu([bare_proc]) - start) / seconds * 100
+    loop.kill()
+    loop.wait()
+    return own, helper, bare
+
+
 def _summary(delays: list[float]) -> str:
     p99 = delays[min(len(delays) - 1, int(round(0.99 * (len(delays) - 1))))]
     return (
@@ -88,10 +138,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--spacing", type=float, default=0.7, help="seconds between due times")
+    parser.add_argument(
+        "--database-url", default=None, help="e.g. postgres://postgres@127.0.0.1/bench (a new db)"
+    )
+    parser.add_argument("--idle-seconds", type=float, default=10.0)
     args = parser.parse_args()
-    env = make_site()
+    env = make_site(database_url=args.database_url)
     setup_django(env)
     from django.conf import settings
+    from django.db import connection
     from django.utils import timezone
 
     from scheduler import services
@@ -100,6 +155,7 @@ def main() -> None:
     definition = TaskDefinition.objects.create(name="first line", program="first_line.py")
     poller = subprocess.Popen([PY, "manage.py", "run_poller"], cwd=ROOT, env=env)
     time.sleep(4)  # job services created, poller idle
+    idle = _idle_cpu(poller.pid, args.idle_seconds)
     base = timezone.now() + dt.timedelta(seconds=2)
     # Due times fall at arbitrary points inside the poll interval.
     offsets = [i * args.spacing + (i * 0.137) % 1 for i in range(args.runs)]
@@ -109,22 +165,46 @@ def main() -> None:
     end = time.monotonic() + 60 + args.runs * args.spacing
     while Run.objects.exclude(state__in=Run.FINAL_STATES).exists() and time.monotonic() < end:
         time.sleep(0.2)
+    # Run now: queued for now, one at a time, while the poller sleeps between polls.
+    now_runs = []
+    for i in range(args.runs):
+        time.sleep(args.spacing + (i * 0.137) % 1)
+        now_runs.append(services.run_enqueue(definition=definition))
+    end = time.monotonic() + 60
+    while Run.objects.exclude(state__in=Run.FINAL_STATES).exists() and time.monotonic() < end:
+        time.sleep(0.2)
     poller.terminate()
     poller.wait(timeout=60)
-    delays = []
+    now_ids = {run.pk for run in now_runs}
+    delays, now_delays = [], []
     for run in Run.objects.all():
         message = run.messages.filter(text__startswith="first line at").first()
         if message is None:
             continue
         started = float(re.search(r"at ([0-9.]+)", message.text).group(1))
-        delays.append(started - run.due_at.timestamp())
+        if run.pk in now_ids:
+            now_delays.append(started - run.queued_at.timestamp())
+        else:
+            delays.append(started - run.due_at.timestamp())
     delays.sort()
+    now_delays.sort()
     print(f"runs: {len(delays)} of {args.runs}, poll interval {settings.SCHEDULER_POLL_INTERVAL} s")
     print(f"scheduler, due -> first line: {_summary(delays)}")
     baseline = bare(offsets)
     print(f"bare sleep-until-due + Popen of the same launcher: {_summary(baseline)}")
     median = statistics.median(delays)
     print(f"target median < 1 s: {'met' if median < 1 else 'NOT met'} ({median:.3f} s)")
+    print(
+        f"scheduler ({connection.vendor}), queued for now -> first line "
+        f"({len(now_delays)} of {args.runs}): {_summary(now_delays)}"
+    )
+    print(f"bare Popen of the same launcher at once: {_summary(baseline)}")
+    own, helpers, bare_idle = idle
+    print(
+        f"idle poller over {args.idle_seconds:.0f} s: {own + helpers:.2f} % of a core "
+        f"(poller {own:.2f} %, SAGA helpers {helpers:.2f} %); "
+        f"bare sleep loop at the poll interval: {bare_idle:.2f} %"
+    )
 
 
 if __name__ == "__main__":
