@@ -33,6 +33,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from poller import pilots
 from poller import rundir as rundirs
 from poller.events import MAX_LINE_BYTES, read_new_events
 from scheduler import inputs as run_inputs
@@ -132,6 +133,7 @@ class Poller:
         self._next_tidy = 0.0
         self._tidying = None
         self._waker = None  # scheduler.wake.Waker while run_forever runs
+        self._pilots = pilots.Pilots()
         # SAGA job states asked for during one track() pass, else None.
         self._job_states: dict[tuple[int, str], tuple[str, int | None]] | None = None
         self._threads = ThreadPoolExecutor(max_workers=max(2, self.services_per_resource * 2))
@@ -487,7 +489,14 @@ class Poller:
                 return results
             resource = staged[0][0].resource
             pool = self._pool(resource)
-            if pool.submits_in_bulk:
+            if (
+                pool.submits_in_bulk
+                and pilots.usable(resource)
+                and self._pilots.ensure(resource, pool)
+            ):
+                # The resource's standing launcher starts them (poller.pilots).
+                answers = [self._hand_to_pilot(run, spec) for run, spec in staged]
+            elif pool.submits_in_bulk:
                 # One SAGA job launches the whole bulk (scheduler_client bundle).
                 answer = pool.submit_quietly(
                     _bundle_spec([spec for _, spec in staged], run_as=resource.run_as)
@@ -543,6 +552,16 @@ class Poller:
                 self._counts["launched"] += 1
                 self._flights.setdefault(run_id, _Flight())
         return collected
+
+    def _hand_to_pilot(self, run: Run, spec) -> str | Exception:
+        from poller.saga_executor import ExecutorError
+
+        try:
+            return self._pilots.hand(run.resource, run.pk, spec.working_directory)
+        except OSError as exc:
+            return ExecutorError(
+                f"Could not hand the run to the pilot of {run.resource.name!r}: {exc}"
+            )
 
     def _stage(self, run: Run):
         """Make the run directory, stage the program, the client and run.json;
@@ -783,6 +802,11 @@ class Poller:
 
     def _job_state(self, run: Run) -> tuple[str, int | None]:
         """The SAGA state of the run's job, asked once a track() pass per job."""
+        if pilots.is_pilot_job(run.saga_job_id):
+            answer = pilots.state(run, rundirs.for_resource(run.resource))
+            if answer[0] == "Pending" and pilots.record(run.resource) is None:
+                self._pilots.ensure(run.resource, self._pool(run.resource))
+            return answer
         key = (run.resource_id, run.saga_job_id)
         known = self._job_states if self._job_states is not None else {}
         if key not in known:

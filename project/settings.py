@@ -242,6 +242,8 @@ SCHEDULER_RUN_ROOT = Path(os.environ.get("SCHEDULER_RUN_ROOT", VAR_DIR / "runs")
 SCHEDULER_POLL_INTERVAL = env_float("SCHEDULER_POLL_INTERVAL", 1.0)
 # Where pollers on SQLite listen for "a run was queued" (scheduler.wake); on
 # PostgreSQL they LISTEN instead.
+# A resource's pilot (ExecutionResource.pilot) ends itself after this long without runs.
+SCHEDULER_PILOT_IDLE_SECONDS = env_int("SCHEDULER_PILOT_IDLE_SECONDS", 300)
 SCHEDULER_WAKE_DIR = Path(os.environ.get("SCHEDULER_WAKE_DIR", VAR_DIR / "wake"))
 SCHEDULER_LEASE_SECONDS = env_int("SCHEDULER_LEASE_SECONDS", 60)
 # The poller's one-line summary at INFO ("last 60 s: launched 12, ended 11 ..."),

@@ -222,6 +222,13 @@ class ExecutionResource(models.Model):
         help_text="The most GPUs one run may ask for here, e.g. 4. Only batch systems "
         "place GPUs; blank or 0: runs here take none.",
     )
+    pilot = models.BooleanField(
+        "start runs through a pilot",
+        default=False,
+        help_text="Local resources only: a standing launcher (started through SAGA, left "
+        "running between runs, ending itself when idle) starts each run at once, without a "
+        "SAGA job per run. Off: runs go by SAGA jobs (bundles) as before.",
+    )
     mpi_starter = models.CharField(
         "MPI starter",
         max_length=200,
@@ -320,6 +327,13 @@ class ExecutionResource(models.Model):
             )
         if self.is_batch() and not self.queue:
             raise ValidationError({"queue": "Batch systems need a default queue, e.g. debug."})
+        if self.pilot and (not self.is_local() or self.run_as):
+            raise ValidationError(
+                {
+                    "pilot": "Only a local resource that runs programs as the site's own "
+                    "account uses a pilot (for now)."
+                }
+            )
         if self.queues and not self.is_batch():
             raise ValidationError({"queues": "Only batch systems have queues."})
         if self.mpi_starter:

@@ -650,7 +650,7 @@ def launch(argv):
 
 
 # ------------------------------------------------------------------ bundle
-def _start_in(directory):
+def _start_in(directory, close_fds=()):
     """Fork a launcher for the run in ``directory`` (see bundle); its pid, or None
     if it must not start (launched before; or run.json unreadable, which its exit
     record says)."""
@@ -675,6 +675,8 @@ def _start_in(directory):
     # start it, without starting an interpreter again (~30 ms a run): its own
     # process group, signals, working directory, files and environment.
     try:
+        for fd in close_fds:  # a pilot's lock and FIFO are not the launcher's to hold
+            os.close(fd)
         for signum in PASSED_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
         os.setpgid(0, 0)
@@ -726,20 +728,184 @@ def bundle(directories):
         except ChildProcessError:
             break
         directory = children.pop(pid, None)
-        if directory is None:
-            continue
-        if os.WIFSIGNALED(status):
-            code, signum = 128 + os.WTERMSIG(status), os.WTERMSIG(status)
-        else:
-            code, signum = os.WEXITSTATUS(status), None
-        if code == ALREADY_LAUNCHED_EXIT or os.path.exists(os.path.join(directory, EXIT_FILE)):
-            continue  # the launcher's own record, or the first launcher's to come
-        if os.path.lexists(os.path.join(directory, LAUNCHED_FILE)):
-            error = "The launcher ended before it could write its exit record."
-        else:
-            error = "The launcher did not start (status %d); see stderr." % code
-        _write_exit_for(directory, code or 1, error, signum)
+        if directory is not None:
+            _launcher_ended(directory, status)
     return 0
+
+
+def _launcher_ended(directory, status):
+    """A launcher forked by a bundle or a pilot ended: write its exit record if
+    it could not (killed by a signal, or it did not start)."""
+    if os.WIFSIGNALED(status):
+        code, signum = 128 + os.WTERMSIG(status), os.WTERMSIG(status)
+    else:
+        code, signum = os.WEXITSTATUS(status), None
+    if code == ALREADY_LAUNCHED_EXIT or os.path.exists(os.path.join(directory, EXIT_FILE)):
+        return  # the launcher's own record, or the first launcher's to come
+    if os.path.lexists(os.path.join(directory, LAUNCHED_FILE)):
+        error = "The launcher ended before it could write its exit record."
+    else:
+        error = "The launcher did not start (status %d); see stderr." % code
+    _write_exit_for(directory, code or 1, error, signum)
+
+
+# ------------------------------------------------------------------- pilot
+PILOT_FILE = "pilot.json"
+PILOT_LOCK = "pilot.lock"
+PILOT_INBOX = "inbox"
+PILOT_WAKE = "wake"
+
+
+def pilot(argv):
+    """A standing launcher (docs/protocol.md, "The pilot"): it takes runs as they
+    come and forks a launcher for each, as a bundle does, never more at once
+    than its cores.
+
+    ``scheduler_client.py pilot HOME [--cores N] [--idle SECONDS]``. HOME holds
+    ``inbox/`` (one entry per run to start: a file named by the run's id that
+    holds the run directory's path, put in place by a rename), the FIFO
+    ``wake`` (a byte there means "look at the inbox now"; it also looks every
+    second), ``pilot.lock`` (held while it runs: one pilot per HOME) and
+    ``pilot.json`` (pid, cores, started and alive times, runs going). It makes
+    a session of its own, so it outlives the job service that started it and
+    the poller; it ends when nothing has run nor come for ``--idle`` seconds
+    (default 300), or on SIGTERM once its launchers have ended."""
+    import fcntl
+    import select
+
+    if not argv:
+        sys.stderr.write("usage: scheduler_client.py pilot HOME [--cores N] [--idle SECONDS]\n")
+        return 2
+    home = os.path.abspath(argv[0])
+    cores, idle = 1, 300.0
+    rest = argv[1:]
+    while rest:
+        flag, value, rest = rest[0], rest[1] if len(rest) > 1 else "", rest[2:]
+        if flag == "--cores":
+            cores = max(1, int(value))
+        elif flag == "--idle":
+            idle = max(1.0, float(value))
+        else:
+            sys.stderr.write("scheduler_client pilot: unknown option %r\n" % flag)
+            return 2
+    inbox = os.path.join(home, PILOT_INBOX)
+    for folder in (home, inbox):
+        try:
+            os.mkdir(folder, 0o700)
+        except OSError:
+            if not os.path.isdir(folder):
+                raise
+    lock = os.open(os.path.join(home, PILOT_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        sys.stdout.write("scheduler_client pilot: another pilot runs in %s\n" % home)
+        return 0
+    try:
+        os.setsid()  # its own session: the job service's shell may go, the pilot stays
+    except OSError:
+        pass
+    wake_path = os.path.join(home, PILOT_WAKE)
+    try:
+        os.mkfifo(wake_path, 0o600)
+    except FileExistsError:
+        pass
+    # Read and write: the FIFO never reads as ended when no writer has it open.
+    wake = os.open(wake_path, os.O_RDWR | os.O_NONBLOCK)
+    me = os.getpid()
+    stopping = []
+
+    def on_term(signum, frame):
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    started = _now()
+    children = {}
+    last_busy = time.monotonic()
+    next_beat = 0.0
+
+    def beat():
+        record = {
+            "v": PROTOCOL_VERSION,
+            "pid": me,
+            "host": __import__("socket").gethostname(),
+            "cores": cores,
+            "started_at": started,
+            "alive_at": _now(),
+            "running": len(children),
+            "idle_seconds": idle,
+        }
+        tmp = os.path.join(home, ".pilot.json.tmp")
+        with open(tmp, "w") as fh:
+            json.dump(record, fh)
+        os.replace(tmp, os.path.join(home, PILOT_FILE))
+
+    try:
+        while True:
+            # Reap the launchers that ended.
+            while children:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    children.clear()
+                    break
+                if pid == 0:
+                    break
+                directory = children.pop(pid, None)
+                if directory is not None:
+                    _launcher_ended(directory, status)
+            if stopping and not children:
+                return 0
+            # Start what came, in the order of the runs' ids, up to the cores.
+            if not stopping:
+                try:
+                    names = sorted(
+                        (n for n in os.listdir(inbox) if n.isdigit()), key=lambda n: int(n)
+                    )
+                except OSError:
+                    names = []
+                for name in names:
+                    if len(children) >= cores:
+                        break
+                    entry = os.path.join(inbox, name)
+                    try:
+                        with open(entry) as fh:
+                            directory = fh.read().strip()
+                        os.unlink(entry)
+                    except OSError:
+                        continue
+                    if not os.path.isabs(directory) or not os.path.isdir(directory):
+                        continue
+                    # The child leaves through SystemExit, as a bundle's does.
+                    pid = _start_in(directory, close_fds=(lock, wake))
+                    if pid:
+                        children[pid] = directory
+            now = time.monotonic()
+            if children:
+                last_busy = now
+            elif now - last_busy > idle and not stopping:
+                return 0
+            if now >= next_beat:
+                beat()
+                next_beat = now + 2.0
+            try:
+                ready, _, _ = select.select([wake], [], [], 0.05 if children else 1.0)
+            except InterruptedError:
+                ready = []
+            if ready:
+                try:
+                    while os.read(wake, 4096):
+                        pass
+                except OSError:
+                    pass
+    finally:
+        if os.getpid() == me:  # not in a forked launcher leaving through SystemExit
+            try:
+                os.unlink(os.path.join(home, PILOT_FILE))
+            except OSError:
+                pass
 
 
 def _write_exit_for(directory, code, error, signum=None):
@@ -840,8 +1006,11 @@ def main(argv=None):
         return launch(argv[1:])
     if argv[:1] == ["bundle"]:
         return bundle(argv[1:])
+    if argv[:1] == ["pilot"]:
+        return pilot(argv[1:])
     sys.stderr.write("usage: scheduler_client.py run PROGRAM [ARGS...]\n"
-                     "       scheduler_client.py bundle RUN_DIR [RUN_DIR...]\n")
+                     "       scheduler_client.py bundle RUN_DIR [RUN_DIR...]\n"
+                     "       scheduler_client.py pilot HOME [--cores N] [--idle SECONDS]\n")
     return 2
 
 

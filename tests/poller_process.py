@@ -21,6 +21,7 @@ def poller_env(**extra: str) -> dict[str, str]:
         SCHEDULER_FILE_ROOT=str(settings.SCHEDULER_FILE_ROOT),
         SCHEDULER_RUN_ROOT=str(settings.SCHEDULER_RUN_ROOT),
         SCHEDULER_SAGA_BASE=str(settings.SCHEDULER_SAGA_BASE),
+        SCHEDULER_PILOT_IDLE_SECONDS=str(settings.SCHEDULER_PILOT_IDLE_SECONDS),
         SCHEDULER_PROGRAM_DIRS=",".join(str(p) for p in settings.SCHEDULER_PROGRAM_DIRS),
         LOG_LEVEL="WARNING",
     )

@@ -25,11 +25,29 @@ def _programs(settings):
     settings.SCHEDULER_PROGRAM_DIRS = [*django_settings.SCHEDULER_PROGRAM_DIRS, PROGRAMS]
 
 
+def _end_pilot(resource) -> None:
+    import json
+    import os
+
+    from poller import pilots
+
+    try:
+        pid = json.loads((pilots.home(resource) / "pilot.json").read_text())["pid"]
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError, KeyError):
+        pass
+
+
+@pytest.mark.parametrize("pilot", [False, True], ids=["bundles", "pilot"])
 def test_killing_the_poller_repeatedly_never_launches_twice_or_loses_a_run(
-    local_resource, tmp_path
+    local_resource, tmp_path, settings, pilot
 ):
     local_resource.max_concurrent_runs = 16
+    # With a pilot (poller.pilots) the runs are handed to one standing launcher
+    # that outlives every killed poller; without, each goes in a SAGA bundle.
+    local_resource.pilot = pilot
     local_resource.save()
+    settings.SCHEDULER_PILOT_IDLE_SECONDS = 20
     ledger = tmp_path / "ledger.txt"
     definition = TaskDefinition.objects.create(name="Crash", program="behave.py")
     TaskParameter.objects.create(definition=definition, name="mode", default="ok")
@@ -64,7 +82,11 @@ def test_killing_the_poller_repeatedly_never_launches_twice_or_loses_a_run(
     finally:
         poller.send_signal(signal.SIGTERM)
         poller.wait(timeout=30)
+        if pilot:
+            _end_pilot(local_resource)
 
+    if pilot:
+        assert Run.objects.filter(saga_job_id=f"pilot:{local_resource.pk}").count() == RUNS
     assert kills >= 5, "the test should have killed the poller several times"
     states = Counter(Run.objects.values_list("state", flat=True))
     assert states == {"SUCCEEDED": RUNS}, states

@@ -1,0 +1,138 @@
+"""A standing launcher per local resource (issue 14, poller.pilots) on
+fork://localhost, through the real poller and the real SAGA job service."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+from poller import pilots
+from scheduler import services
+from scheduler.models import Run, TaskDefinition, TaskParameter
+from tests.poller_helpers import poller_fixture, run_to_end, tick_until
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("test_programs")]
+
+poller = poller_fixture("test-pilot", services=1)
+
+
+@pytest.fixture
+def piloted(local_resource, settings):
+    settings.SCHEDULER_PILOT_IDLE_SECONDS = 30  # a safety net; the fixture ends it
+    local_resource.pilot = True
+    local_resource.max_concurrent_runs = 4
+    local_resource.save()
+    yield local_resource
+    pid = _pilot_pid(local_resource)
+    if pid:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _pilot_pid(resource) -> int | None:
+    try:
+        return json.loads((pilots.home(resource) / "pilot.json").read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+@pytest.fixture
+def behave(piloted):
+    d = TaskDefinition.objects.create(name="Behave", program="behave.py", default_resource=piloted)
+    TaskParameter.objects.create(definition=d, name="mode", default="ok")
+    return d
+
+
+def test_runs_go_through_one_pilot_that_outlives_the_poller(poller, behave, piloted):
+    runs = [services.run_enqueue(definition=behave) for _ in range(12)]
+    tick_until(poller, lambda: all(Run.objects.get(pk=r.pk).is_final for r in runs), timeout=60)
+    for run in Run.objects.filter(pk__in=[r.pk for r in runs]):
+        assert run.state == Run.State.SUCCEEDED, run.error
+        assert run.saga_job_id == f"pilot:{piloted.pk}"
+    pid = _pilot_pid(piloted)
+    assert pid and psutil.pid_exists(pid)
+    assert "pilot" in psutil.Process(pid).cmdline()
+    # Its own session: the job service's shell (and the poller) may go.
+    assert os.getsid(pid) == pid
+    poller.close()
+    time.sleep(0.5)
+    assert psutil.pid_exists(pid), "the pilot ended with the poller"
+    # The next poller hands its runs to the same pilot.
+    from poller.loop import Poller
+
+    second = Poller(name="test-pilot-2", services_per_resource=1)
+    try:
+        run = run_to_end(second, services.run_enqueue(definition=behave))
+        assert run.state == Run.State.SUCCEEDED
+        assert _pilot_pid(piloted) == pid
+    finally:
+        second.close()
+
+
+def test_cancel_and_failure_of_a_pilot_run(poller, behave):
+    sleeping = services.run_enqueue(definition=behave, parameters={"mode": "sleep"})
+    tick_until(poller, lambda: Run.objects.get(pk=sleeping.pk).state == Run.State.RUNNING)
+    services.run_request_cancel(run=Run.objects.get(pk=sleeping.pk))
+    sleeping = run_to_end(poller, sleeping)
+    assert sleeping.state == Run.State.CANCELLED
+    failing = run_to_end(
+        poller, services.run_enqueue(definition=behave, parameters={"mode": "exit"})
+    )
+    assert failing.state == Run.State.FAILED and failing.exit_code == 3
+    killed = run_to_end(
+        poller, services.run_enqueue(definition=behave, parameters={"mode": "signal"}), timeout=60
+    )
+    assert killed.state == Run.State.FAILED and "signal 9" in killed.error
+
+
+def test_a_run_waiting_for_a_killed_pilot_gets_a_new_one(poller, behave, piloted):
+    first = run_to_end(poller, services.run_enqueue(definition=behave))
+    assert first.state == Run.State.SUCCEEDED
+    old = _pilot_pid(piloted)
+    os.kill(old, signal.SIGKILL)
+    tick_until(poller, lambda: pilots.record(piloted) is None, timeout=10)
+    # An entry in the inbox with no pilot to take it, as after a crash.
+    run = services.run_enqueue(definition=behave)
+    tick_until(poller, lambda: Run.objects.get(pk=run.pk).saga_job_id != "", timeout=30)
+    run = run_to_end(poller, run, timeout=60)
+    assert run.state == Run.State.SUCCEEDED, run.error
+    assert _pilot_pid(piloted) not in (None, old)
+
+
+def test_an_idle_pilot_ends_itself(poller, behave, piloted, settings):
+    settings.SCHEDULER_PILOT_IDLE_SECONDS = 1
+    run = run_to_end(poller, services.run_enqueue(definition=behave))
+    assert run.state == Run.State.SUCCEEDED
+    pid = _pilot_pid(piloted)
+    assert pid
+    deadline = time.monotonic() + 15
+    while psutil.pid_exists(pid) and time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.Error:
+            break
+        time.sleep(0.1)
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert pilots.record(piloted) is None and not (pilots.home(piloted) / "pilot.json").exists()
+
+
+def test_a_second_pilot_in_the_same_home_leaves_at_once(poller, behave, piloted):
+    import subprocess
+    import sys
+
+    run_to_end(poller, services.run_enqueue(definition=behave))
+    home = pilots.home(piloted)
+    out = subprocess.run(
+        [sys.executable, str(home / "scheduler_client.py"), "pilot", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0 and "another pilot runs" in out.stdout
