@@ -126,11 +126,54 @@ def bare(n: int) -> tuple[float, float]:
     return n / elapsed, cpu / n
 
 
+FORK_FLOOR = """
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+import scheduler_client as c
+limit, dirs = int(sys.argv[2]), sys.stdin.read().split()
+children = set()
+for d in dirs:
+    while len(children) >= limit:
+        pid, status = os.waitpid(-1, 0)
+        children.discard(pid)
+    pid = c._start_in(d)
+    if pid:
+        children.add(pid)
+while children:
+    pid, _ = os.waitpid(-1, 0)
+    children.discard(pid)
+"""
+
+
+def fork_floor(n: int, concurrency: int) -> tuple[float, float]:
+    """The floor of a pilot: a bare Python loop that forks the same launcher
+    (scheduler_client._start_in, as the pilot and the bundle do) for each staged
+    run, at most ``concurrency`` at once; no database, no SAGA, no poller."""
+    work, dirs = run_dirs(n)
+    cpu0 = machine_cpu()
+    start = time.monotonic()
+    subprocess.run(
+        [PY, "-c", FORK_FLOOR, str(ROOT / "task_programs"), str(concurrency)],
+        input="\n".join(dirs).encode(),
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    elapsed = time.monotonic() - start
+    cpu = machine_cpu() - cpu0
+    ok = sum(1 for d in dirs if (Path(d) / "exit.json").exists())
+    shutil.rmtree(work)
+    assert ok == n, f"fork floor: only {ok} of {n} wrote an exit record"
+    return n / elapsed, cpu / n
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--services", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--pilot", action="store_true", help="the local resource starts runs through its pilot"
+    )
     args = parser.parse_args()
 
     env = make_site()
@@ -140,6 +183,7 @@ def main() -> None:
 
     local = ExecutionResource.objects.get(name="local")
     local.max_concurrent_runs = args.concurrency
+    local.pilot = args.pilot
     local.save()
     definition = TaskDefinition.objects.create(name="trivial", program="trivial.py")
     poller = subprocess.Popen(
@@ -150,6 +194,12 @@ def main() -> None:
     # Let the poller create its job services before the clock starts: a
     # long-lived poller has them already.
     time.sleep(1.5 + 0.2 * args.services)
+    if args.pilot:
+        # And its pilot: a long-lived poller has it running already.
+        warm = services.run_enqueue(definition=definition)
+        while not Run.objects.get(pk=warm.pk).is_final:
+            time.sleep(0.05)
+        Run.objects.filter(pk=warm.pk).delete()
     proc = psutil.Process(poller.pid)
     poller_cpu0 = sum(proc.cpu_times()[:2])
     cpu0 = machine_cpu()
@@ -170,6 +220,12 @@ def main() -> None:
     poller_cpu = sum(proc.cpu_times()[:2]) - poller_cpu0
     poller.terminate()
     poller.wait(timeout=60)
+    if args.pilot:
+        from poller import pilots
+
+        record = pilots.record(local) or {}
+        if record.get("pid"):
+            os.kill(record["pid"], 15)
     states = dict(
         Run.objects.values_list("state").annotate(
             n=__import__("django.db.models").db.models.Count("pk")
@@ -184,8 +240,10 @@ def main() -> None:
     bulk = settings.SCHEDULER_SUBMIT_BULK
     saga_rate, saga_cpu = saga_alone(args.runs, args.services, bulk, bundled=True)
     job_rate, job_cpu = saga_alone(args.runs, args.services, bulk, bundled=False)
+    floor_rate, floor_cpu = fork_floor(args.runs, args.concurrency)
     print(
         f"runs: {args.runs}, job services: {args.services}, concurrency limit: {args.concurrency}"
+        + (", through the resource's pilot" if args.pilot else "")
     )
     print(f"final states: {states}; runs with their output file home: {files}")
     print(f"SAGA jobs: {jobs}, {args.runs / jobs:.1f} runs a job")
@@ -211,6 +269,11 @@ def main() -> None:
     print(
         f"ratio poller/bare: {rate / bare_rate:.2f}, poller/radical.saga alone: {rate / saga_rate:.2f}"
     )
+    print(
+        f"fork floor (a bare Python loop forking the same launcher, {args.concurrency} at once): "
+        f"{floor_rate:.1f} runs/s, {floor_cpu * 1000:.1f} ms CPU per run"
+    )
+    print(f"ratio poller/fork floor: {rate / floor_rate:.2f}")
 
 
 if __name__ == "__main__":
