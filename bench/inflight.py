@@ -98,9 +98,7 @@ def main() -> None:
     states = dict(Run.objects.values_list("state").annotate(n=Count("pk")).order_by())
     mib = 2**20
     print(f"runs: {args.runs}, job services: {args.services}; all RUNNING after {ramp:.0f} s")
-    print(
-        f"poller RSS idle (baseline): {idle_own / mib:.0f} MiB, SAGA helpers {idle_helpers / mib:.0f} MiB"
-    )
+    print(f"poller RSS idle (baseline): {idle_own / mib:.0f} MiB, SAGA helpers {idle_helpers / mib:.0f} MiB")
     print(
         f"poller RSS with {args.runs} in flight: {own / mib:.0f} MiB (peak {peak / mib:.0f} MiB), "
         f"+{(own - idle_own) / mib:.0f} MiB, {(own - idle_own) / args.runs / 1024:.0f} KiB per run"
