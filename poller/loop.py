@@ -264,18 +264,37 @@ class Poller:
                     self._threads.submit(_quietly, pool.warm_one, f"warming up {resource.name}")
 
     def _idle_seconds(self, interval: float) -> float:
-        """Sleep the poll interval, or less when a queued run falls due sooner."""
+        """How long to sleep after a tick that found nothing to do: the poll
+        interval while runs of this poller are in flight (their events are read
+        at that pace); with none, up to SCHEDULER_IDLE_SECONDS, since a queued
+        run, a cancel or Run now wakes the poller (scheduler.wake). Never past
+        the next due time of a queued run or of a schedule's occurrence."""
         now = timezone.now()
+        longest = interval
+        if not self._flights and not self._launching:
+            in_flight = Run.objects.filter(poller=self.ident, state__in=Run.ACTIVE_STATES)
+            if not in_flight.exists():
+                longest = max(interval, settings.SCHEDULER_IDLE_SECONDS)
         # Only future runs: a due run held back by a limit must not spin the loop.
-        next_due = (
+        due = [
             Run.objects.filter(state=Run.State.QUEUED, due_at__gt=now)
             .order_by("due_at")
             .values_list("due_at", flat=True)
             .first()
-        )
-        if next_due is None:
-            return interval
-        return max(0.01, min(interval, (next_due - now).total_seconds()))
+        ]
+        if longest > interval:
+            due.append(
+                Recurrence.objects.filter(enabled=True, next_due_at__isnull=False)
+                .order_by("next_due_at")
+                .values_list("next_due_at", flat=True)
+                .first()
+            )
+        waits = [(d - now).total_seconds() for d in due if d is not None]
+        if any(w <= 0 for w in waits):
+            # A schedule's occurrence is due: made into runs at the next
+            # materialisation (at most every MATERIALIZE_SECONDS).
+            return max(0.01, min(interval, MATERIALIZE_SECONDS))
+        return max(0.01, min([longest, *waits]))
 
     def _sleep(self, seconds: float) -> None:
         """Sleep ``seconds``, or until a run is queued (scheduler.wake) or a stop

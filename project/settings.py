@@ -240,6 +240,9 @@ SCHEDULER_PROGRAM_DIRS = [
 ]
 SCHEDULER_RUN_ROOT = Path(os.environ.get("SCHEDULER_RUN_ROOT", VAR_DIR / "runs"))
 SCHEDULER_POLL_INTERVAL = env_float("SCHEDULER_POLL_INTERVAL", 1.0)
+# With no run of its own in flight, a poller sleeps up to this long between
+# ticks: queued runs, cancels and Run now wake it, due times are known.
+SCHEDULER_IDLE_SECONDS = env_float("SCHEDULER_IDLE_SECONDS", 10.0)
 # Where pollers on SQLite listen for "a run was queued" (scheduler.wake); on
 # PostgreSQL they LISTEN instead.
 # A resource's pilot (ExecutionResource.pilot) ends itself after this long without runs.
