@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import re
 import shutil
 import statistics
@@ -142,6 +143,9 @@ def main() -> None:
         "--database-url", default=None, help="e.g. postgres://postgres@127.0.0.1/bench (a new db)"
     )
     parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--pilot", action="store_true", help="the local resource starts runs through its pilot"
+    )
     args = parser.parse_args()
     env = make_site(database_url=args.database_url)
     setup_django(env)
@@ -150,11 +154,19 @@ def main() -> None:
     from django.utils import timezone
 
     from scheduler import services
-    from scheduler.models import Run, TaskDefinition
+    from scheduler.models import ExecutionResource, Run, TaskDefinition
 
+    local = ExecutionResource.objects.get(name="local")
+    local.pilot = args.pilot
+    local.save()
     definition = TaskDefinition.objects.create(name="first line", program="first_line.py")
     poller = subprocess.Popen([PY, "manage.py", "run_poller"], cwd=ROOT, env=env)
     time.sleep(4)  # job services created, poller idle
+    if args.pilot:  # and the pilot started, as a poller that has run before has it
+        warm = services.run_enqueue(definition=definition)
+        while not Run.objects.get(pk=warm.pk).is_final:
+            time.sleep(0.05)
+        Run.objects.filter(pk=warm.pk).delete()
     idle = _idle_cpu(poller.pid, args.idle_seconds)
     base = timezone.now() + dt.timedelta(seconds=2)
     # Due times fall at arbitrary points inside the poll interval.
@@ -175,6 +187,12 @@ def main() -> None:
         time.sleep(0.2)
     poller.terminate()
     poller.wait(timeout=60)
+    if args.pilot:
+        from poller import pilots
+
+        pid = (pilots.record(local) or {}).get("pid")
+        if pid:
+            os.kill(pid, 15)
     now_ids = {run.pk for run in now_runs}
     delays, now_delays = [], []
     for run in Run.objects.all():
@@ -188,7 +206,10 @@ def main() -> None:
             delays.append(started - run.due_at.timestamp())
     delays.sort()
     now_delays.sort()
-    print(f"runs: {len(delays)} of {args.runs}, poll interval {settings.SCHEDULER_POLL_INTERVAL} s")
+    print(
+        f"runs: {len(delays)} of {args.runs}, poll interval {settings.SCHEDULER_POLL_INTERVAL} s"
+        + (", through the resource's pilot" if args.pilot else "")
+    )
     print(f"scheduler, due -> first line: {_summary(delays)}")
     baseline = bare(offsets)
     print(f"bare sleep-until-due + Popen of the same launcher: {_summary(baseline)}")
