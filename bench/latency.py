@@ -142,7 +142,7 @@ def main() -> None:
     parser.add_argument(
         "--database-url", default=None, help="e.g. postgres://postgres@127.0.0.1/bench (a new db)"
     )
-    parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument("--idle-seconds", type=float, default=20.0)
     parser.add_argument(
         "--pilot", action="store_true", help="the local resource starts runs through its pilot"
     )
@@ -167,6 +167,7 @@ def main() -> None:
         while not Run.objects.get(pk=warm.pk).is_final:
             time.sleep(0.05)
         Run.objects.filter(pk=warm.pk).delete()
+    time.sleep(6)  # past its first ticks and the periodic-task sync: idle
     idle = _idle_cpu(poller.pid, args.idle_seconds)
     base = timezone.now() + dt.timedelta(seconds=2)
     # Due times fall at arbitrary points inside the poll interval.

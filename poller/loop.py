@@ -266,12 +266,14 @@ class Poller:
     def _idle_seconds(self, interval: float) -> float:
         """How long to sleep after a tick that found nothing to do: the poll
         interval while runs of this poller are in flight (their events are read
-        at that pace); with none, up to SCHEDULER_IDLE_SECONDS, since a queued
-        run, a cancel or Run now wakes the poller (scheduler.wake). Never past
-        the next due time of a queued run or of a schedule's occurrence."""
+        at that pace), or when nothing can wake it; with none in flight, up to
+        SCHEDULER_IDLE_SECONDS, since a queued run, a cancel or Run now wakes
+        the poller (scheduler.wake). Never past the next due time of a queued
+        run or of a schedule's occurrence."""
         now = timezone.now()
         longest = interval
-        if not self._flights and not self._launching:
+        listening = self._waker is not None and self._waker.listening
+        if listening and not self._flights and not self._launching:
             in_flight = Run.objects.filter(poller=self.ident, state__in=Run.ACTIVE_STATES)
             if not in_flight.exists():
                 longest = max(interval, settings.SCHEDULER_IDLE_SECONDS)

@@ -21,6 +21,7 @@ import logging
 import os
 import selectors
 import socket
+import time
 from pathlib import Path
 
 from django.conf import settings
@@ -113,9 +114,15 @@ class Waker:
         self._socket, self._socket_path = sock, path
         self._selector.register(sock, selectors.EVENT_READ, "socket")
 
+    @property
+    def listening(self) -> bool:
+        """Can a nudge reach this poller? If not, it must poll at its interval."""
+        return bool(self._selector.get_map())
+
     def wait(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds; True if woken by a nudge."""
-        if not self._selector.get_map():
+        if not self.listening:
+            time.sleep(max(0.0, timeout))  # nothing to wait on: a plain sleep, never a spin
             return False
         woken = False
         for key, _ in self._selector.select(max(0.0, timeout)):

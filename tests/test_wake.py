@@ -125,3 +125,34 @@ def test_a_run_queued_on_postgresql_wakes_an_idle_poller_by_notify(pg_site):  # 
     finally:
         poller.terminate()
         poller.wait(timeout=30)
+
+
+def test_a_poller_that_cannot_be_woken_sleeps_and_polls_at_its_interval(db, settings):
+    """A wake folder that cannot be made (here under /proc): no socket, so the
+    poller neither spins (it took a whole core) nor sleeps past its interval."""
+    from poller.loop import Poller
+    from scheduler.wake import Waker
+
+    settings.SCHEDULER_WAKE_DIR = Path("/proc/no-such-wake-dir")
+    settings.SCHEDULER_IDLE_SECONDS = 10
+    waker = Waker()
+    try:
+        assert not waker.listening
+        started, cpu = time.monotonic(), time.process_time()
+        assert waker.wait(0.3) is False
+        assert time.monotonic() - started >= 0.29
+        assert time.process_time() - cpu < 0.05
+        poller = Poller(name="unwakeable", services_per_resource=1)
+        poller._waker = waker
+        assert poller._idle_seconds(1.0) <= 1.0
+    finally:
+        waker.close()
+    settings.SCHEDULER_WAKE_DIR = Path(tempfile.mkdtemp(prefix="wake-"))
+    waker = Waker()
+    try:
+        assert waker.listening
+        poller = Poller(name="wakeable", services_per_resource=1)
+        poller._waker = waker
+        assert poller._idle_seconds(1.0) == pytest.approx(10, abs=0.5)  # nothing in flight
+    finally:
+        waker.close()
