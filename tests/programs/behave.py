@@ -15,6 +15,9 @@ if ledger:
     os.write(fd, f"{client.run_id()}\n".encode())
     os.close(fd)
 client.status(f"mode {mode}", progress=10)
+nap = float(client.parameters().get("nap") or 0)
+if nap:
+    time.sleep(nap)  # a program that takes a moment, whatever its mode
 if mode == "ok":
     with open(client.output_path("result.txt"), "w") as fh:
         fh.write("fine\n")
