@@ -32,8 +32,18 @@ def _wait(predicate, timeout: float) -> bool:
     return False
 
 
+def _sqlite_only() -> None:
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        # On PostgreSQL the pollers LISTEN: test_..._wakes_an_idle_poller_by_notify.
+        pytest.skip("the wake-up by socket is SQLite's")
+
+
 def test_a_run_queued_on_sqlite_wakes_an_idle_poller(local_resource, settings):
     from django.conf import settings as django_settings
+
+    _sqlite_only()
 
     from tests.poller_process import PROGRAMS
 
@@ -133,6 +143,7 @@ def test_a_poller_that_cannot_be_woken_sleeps_and_polls_at_its_interval(db, sett
     from poller.loop import Poller
     from scheduler.wake import Waker
 
+    _sqlite_only()
     settings.SCHEDULER_WAKE_DIR = Path("/proc/no-such-wake-dir")
     settings.SCHEDULER_IDLE_SECONDS = 10
     waker = Waker()
@@ -154,5 +165,24 @@ def test_a_poller_that_cannot_be_woken_sleeps_and_polls_at_its_interval(db, sett
         poller = Poller(name="wakeable", services_per_resource=1)
         poller._waker = waker
         assert poller._idle_seconds(1.0) == pytest.approx(10, abs=0.5)  # nothing in flight
+    finally:
+        waker.close()
+
+
+def test_queueing_a_run_wakes_a_listening_waker(local_resource, settings):
+    """The nudge itself, on the suite's database: NOTIFY on PostgreSQL (CI's
+    second cell, Django 6.1), a datagram on SQLite. Nothing before the queueing,
+    one wake-up after it, nothing again."""
+    from scheduler.wake import Waker
+
+    settings.SCHEDULER_WAKE_DIR = Path(tempfile.mkdtemp(prefix="wake-"))
+    definition = TaskDefinition.objects.create(name="Hello", program="hello.py")
+    waker = Waker()
+    try:
+        assert waker.listening
+        assert waker.wait(0.2) is False
+        services.run_enqueue(definition=definition)
+        assert waker.wait(5) is True
+        assert waker.wait(0.2) is False
     finally:
         waker.close()
