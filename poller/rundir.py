@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import json
 import os
 import stat
@@ -213,7 +214,9 @@ class LocalRunDirs(RunDirs):
                 prefix, level = pending.pop()
                 path = f"/proc/self/fd/{root_fd}/{prefix}" if prefix else f"/proc/self/fd/{root_fd}"
                 try:
-                    entries = list(os.scandir(path))
+                    # A folder the program flooded is read only as far as needed.
+                    with os.scandir(path) as scan:
+                        entries = list(itertools.islice(scan, limit))
                 except OSError:
                     continue
                 for entry in sorted(entries, key=lambda e: e.name):

@@ -328,11 +328,7 @@ def _run_cost(run: Run, started: dt.datetime | None, finished: dt.datetime) -> d
 
     seconds = max(0.0, (finished - started).total_seconds())
     core_hours = run.cores * seconds / 3600
-    price = (
-        ExecutionResource.objects.filter(pk=run.resource_id)
-        .values_list("price_per_core_hour", flat=True)
-        .first()
-    )
+    price = run.resource.price_per_core_hour  # the poller's runs carry their resource
     cost = None
     if price is not None:
         cost = (Decimal(repr(core_hours)) * price).quantize(Decimal("0.000001"))
