@@ -48,6 +48,9 @@ CLIENT_PATH = settings.BASE_DIR / "task_programs" / "scheduler_client.py"
 # How often a job with no exit record yet is asked about in SAGA (seconds); the
 # exit record is read every tick, which is what notices almost every ending.
 SAGA_CHECK_SECONDS = 15.0
+# An exit record beside a run of a pilot on another host: its end is asked of
+# the pilot's home at most this far apart.
+PILOT_CHECK_SECONDS = 1.0
 # A job SAGA calls ended, with no exit record: wait this long for the record to
 # appear (a slow shared filesystem) before calling the run lost.
 EXIT_RECORD_GRACE_SECONDS = 5.0
@@ -459,7 +462,8 @@ class Poller:
             by_resource.setdefault(run.resource_id, []).append(run)
         for resource_id, group in by_resource.items():
             pool = self._pool(group[0].resource)
-            size = settings.SCHEDULER_SUBMIT_BULK if pool.submits_in_bulk else 1
+            bulk = pool.submits_in_bulk or pilots.usable(group[0].resource)
+            size = settings.SCHEDULER_SUBMIT_BULK if bulk else 1
             with self._launch_lock:
                 queued = self._queued.setdefault(resource_id, [])
                 for run in group:
@@ -510,21 +514,23 @@ class Poller:
                 return results
             resource = staged[0][0].resource
             pool = self._pool(resource)
-            if (
-                pool.submits_in_bulk
-                and pilots.usable(resource)
-                and self._pilots.ensure(resource, pool)
-            ):
+            piloted = [(run, spec) for run, spec in staged if pilots.eligible(run)]
+            if piloted and not self._pilots.ensure(resource, pool):
+                piloted = []
+            rest = [pair for pair in staged if pair not in piloted]
+            staged = piloted + rest
+            answers = []
+            if piloted:
                 # The resource's standing launcher starts them (poller.pilots).
-                answers = [self._hand_to_pilot(run, spec) for run, spec in staged]
-            elif pool.submits_in_bulk:
+                answers += [self._hand_to_pilot(piloted)] * len(piloted)
+            if rest and pool.submits_in_bulk:
                 # One SAGA job launches the whole bulk (scheduler_client bundle).
                 answer = pool.submit_quietly(
-                    _bundle_spec([spec for _, spec in staged], run_as=resource.run_as)
+                    _bundle_spec([spec for _, spec in rest], run_as=resource.run_as)
                 )
-                answers = [answer] * len(staged)
+                answers += [answer] * len(rest)
             else:
-                answers = [pool.submit_quietly(spec) for _, spec in staged]
+                answers += [pool.submit_quietly(spec) for _, spec in rest]
             submitted = False
             for (run, spec), answer in zip(staged, answers, strict=True):
                 if isinstance(answer, Exception):
@@ -574,15 +580,18 @@ class Poller:
                 self._flights.setdefault(run_id, _Flight())
         return collected
 
-    def _hand_to_pilot(self, run: Run, spec) -> str | Exception:
+    def _hand_to_pilot(self, staged) -> str | Exception:
         from poller.saga_executor import ExecutorError
 
+        resource = staged[0][0].resource
         try:
-            return self._pilots.hand(run.resource, run.pk, spec.working_directory)
-        except OSError as exc:
-            return ExecutorError(
-                f"Could not hand the run to the pilot of {run.resource.name!r}: {exc}"
+            return self._pilots.hand(
+                resource, [(run.pk, spec.working_directory) for run, spec in staged]
             )
+        except ExecutorError as exc:
+            return exc
+        except OSError as exc:
+            return ExecutorError(f"Could not hand the run to the pilot of {resource.name!r}: {exc}")
 
     def _stage(self, run: Run):
         """Make the run directory, stage the program, the client and run.json;
@@ -773,6 +782,18 @@ class Poller:
             return found
         flight.last_saga_check = now
         state, exit_code = self._job_state(run)
+        if state == "Requeue":
+            # Its pilot could not be started, and the run was taken back from
+            # its inbox before it started: it waits for its own job.
+            if services.run_requeue_from_pilot(run=run):
+                services.run_add_message(
+                    run=run,
+                    text=f"The pilot of {run.resource.name} could not be started; the run "
+                    "waits and goes by a job of its own.",
+                    level="warning",
+                )
+                self._flights.pop(run.pk, None)
+            return True
         if state == "Running" and run.state == Run.State.SUBMITTED:
             services.run_mark_running(run=run)
             return True
@@ -824,10 +845,9 @@ class Poller:
     def _job_state(self, run: Run) -> tuple[str, int | None]:
         """The SAGA state of the run's job, asked once a track() pass per job."""
         if pilots.is_pilot_job(run.saga_job_id):
-            answer = pilots.state(run, rundirs.for_resource(run.resource))
-            if answer[0] == "Pending" and pilots.record(run.resource) is None:
-                self._pilots.ensure(run.resource, self._pool(run.resource))
-            return answer
+            return self._pilots.state(
+                run, rundirs.for_resource(run.resource), self._pool(run.resource)
+            )
         key = (run.resource_id, run.saga_job_id)
         known = self._job_states if self._job_states is not None else {}
         if key not in known:
@@ -852,7 +872,11 @@ class Poller:
             return False
         state, _ = self._job_state(run)
         flight.last_saga_check = now
-        flight.exit_check_wait = min(SAGA_CHECK_SECONDS, max(1.0, flight.exit_check_wait * 2))
+        # A pilot's word is one cheap look at its home: no need to back off far.
+        longest = (
+            PILOT_CHECK_SECONDS if pilots.is_pilot_job(run.saga_job_id) else SAGA_CHECK_SECONDS
+        )
+        flight.exit_check_wait = min(longest, max(0.25, flight.exit_check_wait * 2))
         flight.next_exit_check = now + flight.exit_check_wait
         return state in ("Done", "Failed", "Canceled", "Unknown")
 
@@ -1034,6 +1058,9 @@ class Poller:
         if services.run_finish(run=run, **fields):
             self._counts[fields.get("state", "")] += 1
         self._flights.pop(run.pk, None)
+        if pilots.is_pilot_job(run.saga_job_id):
+            self._pilots.forget(run)
+            return
         pool = self._pools.get(run.resource_id)
         if pool is not None and run.saga_job_id:
             shared = pool.submits_in_bulk and (
@@ -1112,6 +1139,9 @@ class Poller:
                 # The job is the bundle of several runs: only this run's launcher ends.
                 if run.run_directory:
                     rundirs.for_resource(run.resource).end_launcher(run.run_directory)
+                return None
+            if pilots.is_pilot_job(run.saga_job_id):
+                self._pilots.cancel(run)  # the pilot ends the launcher it started
                 return None
             self._pool(run.resource).cancel(run.saga_job_id)
             return None

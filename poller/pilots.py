@@ -1,23 +1,39 @@
-"""Pilots: one standing launcher per local resource (issue 14).
+"""Pilots: one standing launcher per resource (issue 14).
 
 A pilot (``scheduler_client.py pilot HOME``) is started through radical.saga
-like any job, stays up, and forks a launcher for each run handed to it, as a
+like any job (a fork job, a job over SSH, a Slurm job holding N cores for a
+wall time), stays up, and forks a launcher for each run handed to it, as a
 bundle does, so a run starts without a SAGA submission nor a new interpreter.
 Its HOME is ``.pilot`` in the resource's run root; docs/protocol.md ("The
 pilot") has the contract:
 
 - a run is handed over by an entry ``inbox/<run id>`` holding its run
   directory (written under a temporary name and renamed), then a byte into the
-  FIFO ``wake``;
+  FIFO ``wake`` where the poller can reach it (this host), else the pilot
+  looks at its inbox every 0.2 s;
+- a run is cancelled by an entry ``cancel/<run id>``; the pilot marks each
+  launcher it reaped by an entry ``ended/<run id>``;
 - the pilot holds ``pilot.lock`` while it runs and rewrites ``pilot.json``
   every 2 s; it outlives the poller (a session of its own) and ends itself
-  when idle for SCHEDULER_PILOT_IDLE_SECONDS.
+  when idle for SCHEDULER_PILOT_IDLE_SECONDS (or when its batch job ends).
 
 A run handed to a pilot has the job id ``pilot:<resource id>``: its state is
-read from its run directory and the pilot (``state``), never from SAGA. Only
-local resources that run programs as the site's own account use a pilot, and
-only when the resource says so (``ExecutionResource.pilot``); the others, and
-any run whose pilot cannot be started, go by bundles as before.
+read from its run directory and the pilot (``state``), never from SAGA.
+
+Whose word ends a run. On fork://localhost the poller sees the launcher's
+process (poller.rundir, by pid, command line and start time), as for a bundle.
+Elsewhere (SSH, a batch system) the poller cannot see the host's processes,
+and a remote job's end is SAGA's word, which for a pilot job says nothing of
+one run: the word is the pilot's ``ended/<run id>``, written after it reaped
+the launcher. A program of the same account could forge that entry, as it
+could forge radical.saga's own state files of a remote job; docs/protocol.md
+says so.
+
+A resource uses a pilot when it says so (``ExecutionResource.pilot``) and does
+not run programs as another account. A run goes through it when it asks for
+one core and nothing the pilot's own allocation cannot give it (GPUs, MPI,
+memory, another queue or project on a batch system); the others, and any run
+whose pilot cannot be started, go by bundles or jobs of their own as before.
 """
 
 from __future__ import annotations
@@ -29,12 +45,15 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import sys
 import threading
 import time
 from pathlib import Path
 
 from django.conf import settings
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from poller import rundir as rundirs
 from scheduler.models import ExecutionResource, Run
@@ -42,16 +61,37 @@ from scheduler.models import ExecutionResource, Run
 logger = logging.getLogger(__name__)
 
 PREFIX = "pilot:"
-START_SECONDS = 15.0  # how long a new pilot may take to say it is alive
-UNCLAIMED_SECONDS = 60.0  # an entry the pilot took without a launcher following
+START_SECONDS = 15.0  # how long a new local pilot may take to say it is alive
+# A pilot the poller cannot lock-check (another host) is alive while its
+# pilot.json was rewritten this recently (it is every 2 s; clocks in step, NTP).
+ALIVE_SECONDS = 15.0
+# How often a pilot on another host looks at its inbox (it cannot be woken).
+REMOTE_POLL_SECONDS = 0.2
+# A pilot that never said it was alive is not tried again for this long.
+BROKEN_SECONDS = 300.0
+CANCEL_WAIT_SECONDS = 10.0
 
 
 def usable(resource: ExecutionResource) -> bool:
-    return bool(getattr(resource, "pilot", False)) and resource.is_local() and not resource.run_as
+    return bool(getattr(resource, "pilot", False)) and not resource.run_as
 
 
-def home(resource: ExecutionResource) -> Path:
-    return rundirs.LocalRunDirs(resource).root / ".pilot"
+def eligible(run: Run) -> bool:
+    """Does this run go through its resource's pilot? One core, and nothing the
+    pilot's allocation does not give."""
+    resource = run.resource
+    if not usable(resource):
+        return False
+    needs = run.needs or {}
+    if (run.cores or 1) > 1 or needs.get("gpus") or needs.get("mpi"):
+        return False
+    if resource.is_batch() and (
+        needs.get("memory_mb")
+        or (needs.get("queue") or resource.queue) != resource.queue
+        or (needs.get("project") or resource.project) != resource.project
+    ):
+        return False
+    return True
 
 
 def job_id(resource: ExecutionResource) -> str:
@@ -60,6 +100,184 @@ def job_id(resource: ExecutionResource) -> str:
 
 def is_pilot_job(job: str) -> bool:
     return job.startswith(PREFIX)
+
+
+def home(resource: ExecutionResource) -> Path:
+    """The pilot's home on this host (resources whose run root is here)."""
+    return rundirs.LocalRunDirs(resource).root / ".pilot"
+
+
+def place(resource: ExecutionResource) -> _LocalHome | _RemoteHome:
+    if resource.on_this_host():
+        return _LocalHome(resource)
+    return _RemoteHome(resource)
+
+
+def record(resource: ExecutionResource) -> dict | None:
+    """The running pilot's ``pilot.json``, or None if none runs."""
+    return place(resource).record()
+
+
+def _fresh(data: dict | None) -> bool:
+    when = parse_datetime(str((data or {}).get("alive_at") or ""))
+    if when is None or timezone.is_naive(when):
+        return False
+    return abs((timezone.now() - when).total_seconds()) < ALIVE_SECONDS
+
+
+class _LocalHome:
+    """The pilot's home in a run root on this host: fork://localhost, or a batch
+    system whose run directories are here (slurm://localhost)."""
+
+    def __init__(self, resource: ExecutionResource) -> None:
+        self.resource = resource
+        self.folder = home(resource)
+        self.path = str(self.folder)
+
+    def prepare(self, client: bytes) -> None:
+        for sub in ("", "inbox", "cancel", "ended"):
+            (self.folder / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.folder / f".client-{secrets.token_hex(4)}"
+        tmp.write_bytes(client)
+        os.replace(tmp, self.folder / "scheduler_client.py")
+
+    def record(self) -> dict | None:
+        if not _lock_held(self.folder):
+            # Held by a pilot on another node of a shared filesystem whose
+            # locks do not reach here? Then its beats are the word.
+            data = self._read_record()
+            return data if self.resource.is_batch() and _fresh(data) else None
+        return self._read_record() or {}  # {}: starting, its first beat not written yet
+
+    def _read_record(self) -> dict | None:
+        try:
+            data = json.loads((self.folder / "pilot.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def give(self, entries: list[tuple[int, str]]) -> None:
+        inbox = self.folder / "inbox"
+        for run_id, run_dir in entries:
+            tmp = inbox / f".{run_id}.{secrets.token_hex(4)}"
+            tmp.write_text(run_dir)
+            os.replace(tmp, inbox / str(int(run_id)))
+        wake(self.folder)
+
+    def probe(self, run_id: int, run_dir: str) -> dict:
+        return {
+            "ended": (self.folder / "ended" / str(run_id)).exists(),
+            "launched": os.path.lexists(os.path.join(run_dir, rundirs.LAUNCHED_FILE)),
+            "waiting": (self.folder / "inbox" / str(run_id)).exists(),
+            "alive": self.record() is not None,
+        }
+
+    def take_back(self, run_id: int) -> bool:
+        try:
+            os.unlink(self.folder / "inbox" / str(int(run_id)))
+        except OSError:
+            return False
+        return True
+
+    def cancel(self, run_id: int, run_dir: str) -> None:
+        with contextlib.suppress(OSError):
+            Path(run_dir, rundirs.CANCELLED_FILE).touch()
+        (self.folder / "cancel" / str(int(run_id))).touch()
+        wake(self.folder)
+
+    def forget(self, run_id: int) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self.folder / "ended" / str(int(run_id)))
+
+    def submitted(self) -> str:
+        with contextlib.suppress(OSError):
+            return (self.folder / "submitted").read_text().strip()
+        return ""
+
+    def note_submitted(self, job: str) -> None:
+        with contextlib.suppress(OSError):
+            (self.folder / "submitted").write_text(job)
+
+
+class _RemoteHome:
+    """The pilot's home on another host, reached through the resource's shell
+    (poller.saga_executor.RemoteRunDirs): one round trip a question."""
+
+    def __init__(self, resource: ExecutionResource) -> None:
+        self.resource = resource
+        self.files = rundirs.for_resource(resource)
+        self.path = f"{self.files.root.rstrip('/')}/.pilot"
+        self.q = shlex.quote(self.path)
+
+    def _run(self, command: str) -> str:
+        from poller.saga_executor import ExecutorError
+
+        ret, out = self.files._run(command)
+        if ret:
+            raise ExecutorError(
+                f"A pilot command on {self.resource.name!r} failed: {out.strip()[:200]}"
+            )
+        return out
+
+    def prepare(self, client: bytes) -> None:
+        self._run(f"mkdir -p {self.q}/inbox {self.q}/cancel {self.q}/ended && chmod 700 {self.q}")
+        self.files.stage(self.path, {"scheduler_client.py": client})
+
+    def record(self) -> dict | None:
+        out = self._run(f"cat {self.q}/pilot.json 2>/dev/null; true")
+        try:
+            data = json.loads(out.strip() or "null")
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) and _fresh(data) else None
+
+    def give(self, entries: list[tuple[int, str]]) -> None:
+        token = secrets.token_hex(4)
+        self._run(
+            " && ".join(
+                f"printf %s {shlex.quote(run_dir)} > {self.q}/inbox/.{int(run_id)}.{token} && "
+                f"mv -f {self.q}/inbox/.{int(run_id)}.{token} {self.q}/inbox/{int(run_id)}"
+                for run_id, run_dir in entries
+            )
+        )
+
+    def probe(self, run_id: int, run_dir: str) -> dict:
+        n = int(run_id)
+        launched = shlex.quote(f"{run_dir}/{rundirs.LAUNCHED_FILE}")
+        out = self._run(
+            f"test -e {self.q}/ended/{n} && echo ENDED; "
+            f"test -e {launched} -o -L {launched} && echo LAUNCHED; "
+            f"test -e {self.q}/inbox/{n} && echo WAITING; "
+            f"echo; cat {self.q}/pilot.json 2>/dev/null; true"
+        )
+        words, _, body = out.partition("\n\n")
+        try:
+            data = json.loads(body.strip() or "null")
+        except ValueError:
+            data = None
+        return {
+            "ended": "ENDED" in words.split(),
+            "launched": "LAUNCHED" in words.split(),
+            "waiting": "WAITING" in words.split(),
+            "alive": isinstance(data, dict) and _fresh(data),
+        }
+
+    def take_back(self, run_id: int) -> bool:
+        ret, _ = self.files._run(f"rm {self.q}/inbox/{int(run_id)} 2>/dev/null")
+        return ret == 0
+
+    def cancel(self, run_id: int, run_dir: str) -> None:
+        mark = shlex.quote(f"{run_dir}/{rundirs.CANCELLED_FILE}")
+        self._run(f"touch {mark} {self.q}/cancel/{int(run_id)}")
+
+    def forget(self, run_id: int) -> None:
+        self.files._run(f"rm -f {self.q}/ended/{int(run_id)}")
+
+    def submitted(self) -> str:
+        return self._run(f"cat {self.q}/submitted 2>/dev/null; true").strip()
+
+    def note_submitted(self, job: str) -> None:
+        self._run(f"printf %s {shlex.quote(job)} > {self.q}/submitted")
 
 
 def _lock_held(folder: Path) -> bool:
@@ -79,94 +297,185 @@ def _lock_held(folder: Path) -> bool:
         os.close(fd)
 
 
-def record(resource: ExecutionResource) -> dict | None:
-    """The running pilot's ``pilot.json``, or None if none runs."""
-    folder = home(resource)
-    if not _lock_held(folder):
-        return None
-    try:
-        data = json.loads((folder / "pilot.json").read_text())
-    except (OSError, ValueError):
-        return {}  # starting: the lock is held, the first beat not written yet
-    return data if isinstance(data, dict) else {}
-
-
 class Pilots:
     """The poller's side: start a resource's pilot when needed, hand it runs."""
 
     def __init__(self) -> None:
         self._locks: dict[int, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._jobs: dict[int, str] = {}  # resource id -> the pilot job it submitted
+        self._broken_until: dict[int, float] = {}
 
     def _lock(self, resource: ExecutionResource) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(resource.pk, threading.Lock())
 
     def ensure(self, resource: ExecutionResource, pool) -> bool:
-        """A pilot runs for ``resource``, started through ``pool`` if none did.
-        False if it could not be started (the runs then go by bundle)."""
-        if record(resource) is not None:
+        """A pilot runs for ``resource``, or is on its way (a batch job waiting
+        in its queue); started through ``pool`` if none is. False if it could
+        not be started (the runs then go as before)."""
+        where = place(resource)
+        if where.record() is not None:
             return True
         with self._lock(resource):
-            if record(resource) is not None:
+            if where.record() is not None:
                 return True
-            return self._start(resource, pool)
+            if self._broken_until.get(resource.pk, 0) > time.monotonic():
+                return False
+            if not resource.is_local() and self._on_its_way(resource, where, pool):
+                return True
+            return self._start(resource, where, pool)
 
-    def _start(self, resource: ExecutionResource, pool) -> bool:
+    def _on_its_way(self, resource, where, pool) -> bool:
+        """A pilot job submitted (by this poller or, noted in its home, an earlier
+        one) that has not started or not said so yet."""
+        job = self._jobs.get(resource.pk) or where.submitted()
+        if not job:
+            return False
+        try:
+            state, _ = pool.state(job)
+        except Exception:  # noqa: BLE001 - unknown: submit another, the lock keeps one
+            state = "Unknown"
+        if state in ("New", "Pending", "Running"):
+            self._jobs[resource.pk] = job
+            return True
+        if self._jobs.pop(resource.pk, None):
+            # Ours ended without ever being seen alive: leave the resource's
+            # pilot alone for a while; its runs go by their own jobs.
+            self._broken(resource, f"its pilot job {job} ended ({state}) before it ran")
+            return False
+        return False
+
+    def _broken(self, resource: ExecutionResource, why: str) -> None:
+        logger.warning(
+            "resource %s: %s; its runs go without a pilot for %s s",
+            resource.name,
+            why,
+            int(BROKEN_SECONDS),
+        )
+        self._broken_until[resource.pk] = time.monotonic() + BROKEN_SECONDS
+
+    def broken(self, resource: ExecutionResource) -> bool:
+        return self._broken_until.get(resource.pk, 0) > time.monotonic()
+
+    def _start(self, resource: ExecutionResource, where, pool) -> bool:
         from poller.loop import CLIENT_PATH
         from poller.saga_executor import JobSpec
 
-        folder = home(resource)
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (folder / "inbox").mkdir(exist_ok=True, mode=0o700)
-        tmp = folder / f".client-{secrets.token_hex(4)}"
-        tmp.write_bytes(CLIENT_PATH.read_bytes())
-        os.replace(tmp, folder / "scheduler_client.py")
+        try:
+            where.prepare(CLIENT_PATH.read_bytes())
+        except Exception as exc:  # noqa: BLE001 - the runs go as before
+            logger.warning("resource %s: could not prepare its pilot: %s", resource.name, exc)
+            return False
         cores = max(1, resource.max_concurrent_runs or 1)
+        here = resource.is_local()
         spec = JobSpec(
             run_id=0,
-            executable=resource.python or sys.executable,
+            executable=resource.python
+            or (sys.executable if resource.on_this_host() else "python3"),
             arguments=[
                 "scheduler_client.py",
                 "pilot",
-                str(folder),
+                where.path,
                 "--cores",
                 str(cores),
                 "--idle",
                 str(int(settings.SCHEDULER_PILOT_IDLE_SECONDS)),
+                *([] if here else ["--poll", str(REMOTE_POLL_SECONDS)]),
             ],
-            working_directory=str(folder),
+            working_directory=where.path,
             output="pilot.out",
             error="pilot.err",
+            queue=resource.queue,
+            project=resource.project,
+            # A batch pilot holds its cores for SCHEDULER_PILOT_WALL_MINUTES.
+            wall_time_minutes=settings.SCHEDULER_PILOT_WALL_MINUTES
+            if resource.is_batch()
+            else None,
+            cores=cores if resource.is_batch() else 1,
         )
         answer = pool.submit_quietly(spec)
         if isinstance(answer, Exception):
             logger.warning("resource %s: could not start its pilot: %s", resource.name, answer)
             return False
+        if not here:
+            # Not waited for: a batch pilot may wait in its queue; the runs
+            # handed meanwhile wait in its inbox (state Pending).
+            self._jobs[resource.pk] = answer
+            with contextlib.suppress(Exception):
+                where.note_submitted(answer)
+            logger.info("resource %s: pilot submitted (%s cores): %s", resource.name, cores, answer)
+            return True
         end = time.monotonic() + START_SECONDS
         while time.monotonic() < end:
-            if record(resource) is not None:
+            if where.record() is not None:
                 logger.info("resource %s: pilot started (%s cores)", resource.name, cores)
                 return True
             time.sleep(0.02)
-        logger.warning(
-            "resource %s: its pilot did not start within %s s", resource.name, START_SECONDS
-        )
+        self._broken(resource, f"its pilot did not start within {START_SECONDS} s")
         return False
 
-    def hand(self, resource: ExecutionResource, run_id: int, run_dir: str) -> str:
-        """Give the run to the resource's pilot; its job id."""
-        give(resource, run_id, run_dir)
+    def hand(self, resource: ExecutionResource, entries: list[tuple[int, str]]) -> str:
+        """Give runs (id, run directory) to the resource's pilot; their job id."""
+        place(resource).give(entries)
         return job_id(resource)
 
+    def cancel(self, run: Run) -> None:
+        """Ask the pilot to end a run's launcher (a pilot on another host), and
+        wait a little for its word that it did."""
+        where = place(run.resource)
+        where.cancel(run.pk, run.run_directory)
+        end = time.monotonic() + CANCEL_WAIT_SECONDS
+        while time.monotonic() < end:
+            seen = where.probe(run.pk, run.run_directory)
+            if seen["ended"] or not (seen["launched"] or seen["waiting"]) or not seen["alive"]:
+                return
+            time.sleep(0.2)
 
-def give(resource: ExecutionResource, run_id: int, run_dir: str) -> None:
-    folder = home(resource)
-    inbox = folder / "inbox"
-    tmp = inbox / f".{run_id}.{secrets.token_hex(4)}"
-    tmp.write_text(run_dir)
-    os.replace(tmp, inbox / str(int(run_id)))
-    wake(folder)
+    def forget(self, run: Run) -> None:
+        if not run.resource.is_local():
+            with contextlib.suppress(Exception):
+                place(run.resource).forget(run.pk)
+
+    def state(self, run: Run, files, pool) -> tuple[str, int | None]:
+        """A pilot run's state in SAGA's words, from its run directory and the
+        pilot: Running while its launcher runs, Done once it ended; before it
+        starts, Pending while its entry waits, and the entry is handed over
+        again (with a new pilot if needed) when the pilot that should start it
+        is gone. ``Requeue`` when no pilot can start it: the run was taken back
+        from the inbox and waits in the queue again."""
+        resource = run.resource
+        where = place(resource)
+        if resource.is_local():
+            if files.exists(run.run_directory, rundirs.LAUNCHED_FILE):
+                return ("Running" if files.launcher_alive(run.run_directory) else "Done"), None
+            seen = {
+                "launched": False,
+                "ended": False,
+                "waiting": (home(resource) / "inbox" / str(run.pk)).exists(),
+                "alive": record(resource) is not None,
+            }
+        else:
+            seen = where.probe(run.pk, run.run_directory)
+            if seen["ended"]:
+                return "Done", None
+            if seen["launched"]:
+                # Its pilot gone: its launchers went with it (a batch job's end)
+                # or write their own exit record; either is waited for a grace.
+                return ("Running" if seen["alive"] else "Done"), None
+        if seen["alive"]:
+            # Waiting in the inbox, or taken: its launcher is starting.
+            return "Pending", None
+        if self.ensure(resource, pool):
+            if not seen["waiting"]:
+                with contextlib.suppress(OSError, Exception):
+                    where.give([(run.pk, run.run_directory)])  # the next pilot starts it
+            elif resource.is_local():
+                wake(home(resource))
+            return "Pending", None
+        if where.take_back(run.pk) or not seen["waiting"]:
+            return "Requeue", None
+        return "Pending", None
 
 
 def wake(folder: Path) -> None:
@@ -182,26 +491,3 @@ def wake(folder: Path) -> None:
             logger.debug("waking the pilot in %s failed: %s", folder, exc)
     finally:
         os.close(fd)
-
-
-def state(run: Run, files) -> tuple[str, int | None]:
-    """A pilot run's state in SAGA's words, from its run directory and the pilot:
-    Running while its launcher runs, Done once it ended; before it starts,
-    Pending while its entry waits, and the entry is handed over again (with a
-    new pilot if needed) when the pilot that should start it is gone."""
-    resource = run.resource
-    if files.exists(run.run_directory, rundirs.LAUNCHED_FILE):
-        return ("Running" if files.launcher_alive(run.run_directory) else "Done"), None
-    entry = home(resource) / "inbox" / str(run.pk)
-    alive = record(resource) is not None
-    if entry.exists():
-        if not alive:
-            wake(home(resource))
-        return "Pending", None
-    if alive:
-        # Taken: its launcher is starting. A pilot that took it and died before
-        # the launcher claimed the directory is caught by the else below.
-        return "Pending", None
-    with contextlib.suppress(OSError):
-        give(resource, run.pk, run.run_directory)  # the next pilot starts it
-    return "Pending", None

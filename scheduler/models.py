@@ -225,9 +225,10 @@ class ExecutionResource(models.Model):
     pilot = models.BooleanField(
         "start runs through a pilot",
         default=False,
-        help_text="Local resources only: a standing launcher (started through SAGA, left "
-        "running between runs, ending itself when idle) starts each run at once, without a "
-        "SAGA job per run. Off: runs go by SAGA jobs (bundles) as before.",
+        help_text="A standing launcher (started through SAGA like a job: a fork job, an SSH "
+        "job, a batch job holding as many cores as runs may go at once; left running between "
+        "runs, ending itself when idle) starts each one-core run at once, without a SAGA job "
+        "per run. Off: runs go by SAGA jobs (bundles, or one batch job a run) as before.",
     )
     mpi_starter = models.CharField(
         "MPI starter",
@@ -327,11 +328,11 @@ class ExecutionResource(models.Model):
             )
         if self.is_batch() and not self.queue:
             raise ValidationError({"queue": "Batch systems need a default queue, e.g. debug."})
-        if self.pilot and (not self.is_local() or self.run_as):
+        if self.pilot and self.run_as:
             raise ValidationError(
                 {
-                    "pilot": "Only a local resource that runs programs as the site's own "
-                    "account uses a pilot (for now)."
+                    "pilot": "A resource that runs programs as another account uses no pilot: "
+                    "the pilot would run as the site's account."
                 }
             )
         if self.queues and not self.is_batch():

@@ -259,6 +259,16 @@ def run_requeue_unlaunched(*, run: Run) -> bool:
     )
 
 
+def run_requeue_from_pilot(*, run: Run) -> bool:
+    """A run handed to a pilot that could not start (and taken back from its
+    inbox before any launcher took it) waits in the queue again, for any poller."""
+    return bool(
+        Run.objects.filter(
+            pk=run.pk, state=Run.State.SUBMITTED, saga_job_id__startswith="pilot:"
+        ).update(state=Run.State.QUEUED, saga_job_id="", poller="", lease_expires_at=None)
+    )
+
+
 def run_renew_leases(*, poller: str, now: dt.datetime | None = None) -> int:
     now = now or timezone.now()
     return Run.objects.filter(poller=poller, state__in=Run.ACTIVE_STATES).update(

@@ -754,6 +754,11 @@ PILOT_FILE = "pilot.json"
 PILOT_LOCK = "pilot.lock"
 PILOT_INBOX = "inbox"
 PILOT_WAKE = "wake"
+PILOT_CANCEL = "cancel"
+PILOT_ENDED = "ended"
+PILOT_KILL_AFTER = 5.0
+# An ``ended/`` entry no poller took away (its run was finished otherwise).
+PILOT_ENDED_KEEP_SECONDS = 7 * 86400
 
 
 def pilot(argv):
@@ -761,11 +766,16 @@ def pilot(argv):
     come and forks a launcher for each, as a bundle does, never more at once
     than its cores.
 
-    ``scheduler_client.py pilot HOME [--cores N] [--idle SECONDS]``. HOME holds
-    ``inbox/`` (one entry per run to start: a file named by the run's id that
-    holds the run directory's path, put in place by a rename), the FIFO
-    ``wake`` (a byte there means "look at the inbox now"; it also looks every
-    second), ``pilot.lock`` (held while it runs: one pilot per HOME) and
+    ``scheduler_client.py pilot HOME [--cores N] [--idle SECONDS] [--poll SECONDS]``.
+    HOME holds ``inbox/`` (one entry per run to start: a file named by the
+    run's id that holds the run directory's path, put in place by a rename),
+    the FIFO ``wake`` (a byte there means "look at the inbox now"; it also
+    looks every ``--poll`` seconds, 1 by default: a poller on another host
+    cannot write the FIFO), ``cancel/`` (an entry named by a run's id: end
+    that run's launcher, SIGTERM to its process group, SIGKILL 5 s later),
+    ``ended/`` (an entry named by a run's id once its launcher ended and was
+    reaped here: what a poller that cannot see this host's processes goes
+    by), ``pilot.lock`` (held while it runs: one pilot per HOME) and
     ``pilot.json`` (pid, cores, started and alive times, runs going). It makes
     a session of its own, so it outlives the job service that started it and
     the poller; it ends when nothing has run nor come for ``--idle`` seconds
@@ -774,10 +784,11 @@ def pilot(argv):
     import select
 
     if not argv:
-        sys.stderr.write("usage: scheduler_client.py pilot HOME [--cores N] [--idle SECONDS]\n")
+        sys.stderr.write("usage: scheduler_client.py pilot HOME [--cores N] [--idle SECONDS]"
+                         " [--poll SECONDS]\n")
         return 2
     home = os.path.abspath(argv[0])
-    cores, idle = 1, 300.0
+    cores, idle, poll = 1, 300.0, 1.0
     rest = argv[1:]
     while rest:
         flag, value, rest = rest[0], rest[1] if len(rest) > 1 else "", rest[2:]
@@ -785,11 +796,15 @@ def pilot(argv):
             cores = max(1, int(value))
         elif flag == "--idle":
             idle = max(1.0, float(value))
+        elif flag == "--poll":
+            poll = min(1.0, max(0.02, float(value)))
         else:
             sys.stderr.write("scheduler_client pilot: unknown option %r\n" % flag)
             return 2
     inbox = os.path.join(home, PILOT_INBOX)
-    for folder in (home, inbox):
+    cancels = os.path.join(home, PILOT_CANCEL)
+    ended = os.path.join(home, PILOT_ENDED)
+    for folder in (home, inbox, cancels, ended):
         try:
             os.mkdir(folder, 0o700)
         except OSError:
@@ -822,9 +837,11 @@ def pilot(argv):
     signal.signal(signal.SIGINT, on_term)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     started = _now()
-    children = {}
+    children = {}  # launcher pid -> (run directory, run id)
+    ending = {}  # launcher pid -> when SIGKILL follows the SIGTERM of a cancel
     last_busy = time.monotonic()
     next_beat = 0.0
+    next_prune = 0.0
 
     def beat():
         record = {
@@ -853,11 +870,15 @@ def pilot(argv):
                     break
                 if pid == 0:
                     break
-                directory = children.pop(pid, None)
-                if directory is not None:
-                    _launcher_ended(directory, status)
+                child = children.pop(pid, None)
+                if child is not None:
+                    _launcher_ended(child[0], status)
+                    _touch(os.path.join(ended, child[1]))
+                    _remove(os.path.join(cancels, child[1]))
+                    ending.pop(pid, None)
             if stopping and not children:
                 return 0
+            _cancel_asked(cancels, inbox, children, ending)
             # Start what came, in the order of the runs' ids, up to the cores.
             if not stopping:
                 try:
@@ -881,7 +902,7 @@ def pilot(argv):
                     # The child leaves through SystemExit, as a bundle's does.
                     pid = _start_in(directory, close_fds=(lock, wake))
                     if pid:
-                        children[pid] = directory
+                        children[pid] = (directory, name)
             now = time.monotonic()
             if children:
                 last_busy = now
@@ -890,8 +911,11 @@ def pilot(argv):
             if now >= next_beat:
                 beat()
                 next_beat = now + 2.0
+                if now >= next_prune:
+                    next_prune = now + 3600.0
+                    _prune(ended, PILOT_ENDED_KEEP_SECONDS)
             try:
-                ready, _, _ = select.select([wake], [], [], 0.05 if children else 1.0)
+                ready, _, _ = select.select([wake], [], [], min(0.05, poll) if children else poll)
             except InterruptedError:
                 ready = []
             if ready:
@@ -906,6 +930,72 @@ def pilot(argv):
                 os.unlink(os.path.join(home, PILOT_FILE))
             except OSError:
                 pass
+
+
+def _prune(folder, older_than):
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if now - entry.stat(follow_symlinks=False).st_mtime > older_than:
+                os.unlink(entry.path)
+        except OSError:
+            pass
+
+
+def _touch(path):
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+    except OSError:
+        pass
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _cancel_asked(cancels, inbox, children, ending):
+    """A pilot ends the launchers of the runs named in ``cancel/``: SIGTERM to
+    the launcher (it hands it to the program and writes its exit record),
+    SIGKILL to its whole process group PILOT_KILL_AFTER seconds later, as a
+    poller ends a local launcher. A run not started yet loses its inbox
+    entry; an unknown name is dropped."""
+    try:
+        names = [n for n in os.listdir(cancels) if n.isdigit()]
+    except OSError:
+        return
+    now = time.monotonic()
+    for name in names:
+        pid = next((p for p, (_, run) in children.items() if run == name), None)
+        if pid is None:
+            _remove(os.path.join(inbox, name))
+            _remove(os.path.join(cancels, name))
+            continue
+        if pid not in ending:
+            ending[pid] = now + PILOT_KILL_AFTER
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
+        elif now >= ending[pid]:
+            ending[pid] = now + PILOT_KILL_AFTER
+            _signal_group(pid, signal.SIGKILL)
+
+
+def _signal_group(pid, signum):
+    try:
+        os.killpg(pid, signum)  # a launcher leads its own process group
+    except OSError:
+        try:
+            os.kill(pid, signum)
+        except OSError:
+            pass
 
 
 def _write_exit_for(directory, code, error, signum=None):

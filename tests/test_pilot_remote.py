@@ -1,0 +1,166 @@
+"""The pilot on another host (issue 14, poller.pilots): over SSH (the test
+sshd) and as a Slurm job holding an allocation (the test cluster), through the
+real poller. The poller cannot see the processes of such a pilot: a run ends
+on the pilot's word (its ``ended/<run id>``), never on an exit record alone."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from scheduler import services
+from scheduler.models import ExecutionResource, Run, TaskDefinition, TaskParameter
+from tests.poller_helpers import poller_fixture, run_to_end, tick_until
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.slow,
+    pytest.mark.usefixtures("test_programs"),
+]
+
+poller = poller_fixture("test-pilot-remote", services=1)
+
+
+def _pilot_record(root: Path) -> dict:
+    try:
+        return json.loads((root / ".pilot" / "pilot.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _end_pilot(root: Path) -> None:
+    pid = _pilot_record(root).get("pid")
+    if pid:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _processes_in(folder: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if proc.cwd().startswith(str(folder)):
+                found.append(proc)
+    return found
+
+
+def _definitions(resource) -> tuple[TaskDefinition, TaskDefinition]:
+    behave = TaskDefinition.objects.create(
+        name=f"Behave {resource.name}", program="behave.py", default_resource=resource
+    )
+    TaskParameter.objects.create(definition=behave, name="mode", default="ok")
+    hostile = TaskDefinition.objects.create(
+        name=f"Hostile {resource.name}", program="hostile.py", default_resource=resource
+    )
+    for param in ("mode", "other"):
+        TaskParameter.objects.create(definition=hostile, name=param, default="")
+    return behave, hostile
+
+
+def _check_pilot_runs(poller, resource, root: Path) -> None:
+    """Runs through the pilot end as their programs did; a cancel ends the
+    program; a success record forged into a running sibling's directory is not
+    believed while the pilot has not said the sibling's launcher ended."""
+    behave, hostile = _definitions(resource)
+    runs = [services.run_enqueue(definition=behave) for _ in range(4)]
+    tick_until(poller, lambda: all(Run.objects.get(pk=r.pk).is_final for r in runs), timeout=120)
+    for run in Run.objects.filter(pk__in=[r.pk for r in runs]):
+        assert run.state == Run.State.SUCCEEDED, run.error
+        assert run.saga_job_id == f"pilot:{resource.pk}"
+        assert run.exit_code == 0
+    pilot = _pilot_record(root)
+    assert pilot.get("pid") and psutil.pid_exists(pilot["pid"])
+    # The poller took its word and then its entry away.
+    assert not any((root / ".pilot" / "ended").iterdir())
+
+    failing = run_to_end(
+        poller, services.run_enqueue(definition=behave, parameters={"mode": "exit"}), timeout=60
+    )
+    assert failing.state == Run.State.FAILED and failing.exit_code == 3, failing.error
+
+    sleeping = services.run_enqueue(definition=behave, parameters={"mode": "sleep"})
+    tick_until(
+        poller, lambda: Run.objects.get(pk=sleeping.pk).state == Run.State.RUNNING, timeout=60
+    )
+    sleeping.refresh_from_db()
+    assert _processes_in(Path(sleeping.run_directory))
+    services.run_request_cancel(run=sleeping)
+    sleeping = run_to_end(poller, sleeping, timeout=60)
+    assert sleeping.state == Run.State.CANCELLED
+    deadline = time.monotonic() + 10
+    while _processes_in(Path(sleeping.run_directory)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _processes_in(Path(sleeping.run_directory)), "the cancelled program still runs"
+    assert _pilot_record(root).get("pid") == pilot["pid"], "the cancel ended the pilot"
+
+    victim = services.run_enqueue(definition=hostile, parameters={"mode": "wait"})
+    tick_until(poller, lambda: Run.objects.get(pk=victim.pk).state == Run.State.RUNNING, timeout=60)
+    victim.refresh_from_db()
+    forger = run_to_end(
+        poller,
+        services.run_enqueue(
+            definition=hostile, parameters={"mode": "forge_exit", "other": victim.run_directory}
+        ),
+        timeout=60,
+    )
+    assert forger.state == Run.State.SUCCEEDED, forger.error
+    assert json.loads(Path(victim.run_directory, "exit.json").read_text())["exit_code"] == 0
+    end = time.monotonic() + 3
+    while time.monotonic() < end:
+        poller.tick()
+        time.sleep(0.05)
+    victim.refresh_from_db()
+    assert victim.state == Run.State.RUNNING, "a forged exit record was believed"
+    Path(victim.run_directory, "release").touch()
+    victim = run_to_end(poller, victim, timeout=60)
+    assert (victim.state, victim.exit_code) == (Run.State.FAILED, 3)
+
+
+def test_the_pilot_over_ssh(poller, sshd_server, tmp_path, settings):
+    settings.SCHEDULER_PILOT_IDLE_SECONDS = 60
+    root = tmp_path / "ssh-runs"
+    resource = ExecutionResource.objects.create(
+        name="sshpilot",
+        job_service_url=f"ssh://{sshd_server.user}@{sshd_server.host}:{sshd_server.port}",
+        ssh_user=sshd_server.user,
+        ssh_key_path=sshd_server.key_path,
+        working_root=str(root),
+        python=sys.executable,
+        max_concurrent_runs=2,
+        pilot=True,
+    )
+    try:
+        _check_pilot_runs(poller, resource, root)
+    finally:
+        _end_pilot(root)
+
+
+def test_the_pilot_as_a_slurm_job_holding_its_cores(poller, slurm, tmp_path, settings):
+    settings.SCHEDULER_PILOT_IDLE_SECONDS = 60
+    root = tmp_path / "slurm-runs"
+    resource = ExecutionResource.objects.create(
+        name="slurmpilot",
+        job_service_url="slurm://localhost/",
+        queue="debug",
+        working_root=str(root),
+        max_concurrent_runs=2,
+        pilot=True,
+    )
+    try:
+        _check_pilot_runs(poller, resource, root)
+        # One batch job held the cores for every run: the pilot, still there.
+        jobs = slurm.queued_job_ids()
+        assert len(jobs) == 1, slurm.run("squeue")
+        assert Path(root, ".pilot", "submitted").read_text().endswith(f"[{jobs.pop()}]")
+        assert _pilot_record(root)["cores"] == 2
+    finally:
+        slurm.run("scancel", "--user", "root")
+        _end_pilot(root)
