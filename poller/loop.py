@@ -872,11 +872,15 @@ class Poller:
             return False
         state, _ = self._job_state(run)
         flight.last_saga_check = now
-        # A pilot's word is one cheap look at its home: no need to back off far.
-        longest = (
-            PILOT_CHECK_SECONDS if pilots.is_pilot_job(run.saga_job_id) else SAGA_CHECK_SECONDS
-        )
-        flight.exit_check_wait = min(longest, max(0.25, flight.exit_check_wait * 2))
+        if pilots.is_pilot_job(run.saga_job_id):
+            # A pilot's word is one look at its home, and comes a moment after
+            # the launcher's record (it reaps the launcher first): 0.1, 0.2,
+            # 0.4 ... s up to PILOT_CHECK_SECONDS. Waiting a whole second kept
+            # each of a one-core slot's runs a second longer (bench/slurm_pilot.py).
+            wait = 0.1 if flight.next_exit_check == 0.0 else flight.exit_check_wait * 2
+            flight.exit_check_wait = min(PILOT_CHECK_SECONDS, wait)
+        else:
+            flight.exit_check_wait = min(SAGA_CHECK_SECONDS, max(1.0, flight.exit_check_wait * 2))
         flight.next_exit_check = now + flight.exit_check_wait
         return state in ("Done", "Failed", "Canceled", "Unknown")
 
