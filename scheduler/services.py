@@ -219,6 +219,55 @@ def run_delete_final(*, run: Run) -> None:
     runs_remove_stored(ids=[run.pk])
 
 
+def runs_claim_due(
+    *, poller: str, resources: list[ExecutionResource], now: dt.datetime | None = None
+) -> list[Run]:
+    """Claim for ``poller`` the due QUEUED runs of ``resources`` that the limits
+    allow, best first (priority, then due time): each resource's
+    max_concurrent_runs, each definition's max_concurrent_runs, and a schedule
+    whose overlap policy is QUEUE has one run in flight at a time. The limits
+    count the runs of every poller; each claim is conditional (run_claim), so
+    two pollers never take one run, though together they may pass a limit by
+    the runs they claimed in the same moment."""
+    now = now or timezone.now()
+    per_resource = active_counts("resource_id")
+    per_definition = active_counts("definition_id")
+    busy_recurrences = set(
+        Run.objects.filter(
+            state__in=Run.ACTIVE_STATES, recurrence__overlap_policy=Recurrence.Overlap.QUEUE
+        ).values_list("recurrence_id", flat=True)
+    )
+    room = {r.pk: r.max_concurrent_runs - per_resource.get(r.pk, 0) for r in resources}
+    if not any(v > 0 for v in room.values()):
+        return []
+    candidates = (
+        Run.objects.filter(state=Run.State.QUEUED, due_at__lte=now, resource_id__in=list(room))
+        .select_related("definition", "resource", "recurrence")
+        .order_by("-priority", "due_at", "id")[: max(50, sum(max(v, 0) for v in room.values()) * 2)]
+    )
+    claimed: list[Run] = []
+    for run in candidates:
+        if room.get(run.resource_id, 0) <= 0:
+            continue
+        limit = run.definition.max_concurrent_runs
+        if limit is not None and per_definition.get(run.definition_id, 0) >= limit:
+            continue
+        if (
+            run.recurrence_id
+            and run.recurrence.overlap_policy == Recurrence.Overlap.QUEUE
+            and run.recurrence_id in busy_recurrences
+        ):
+            continue
+        if run_claim(run_id=run.pk, poller=poller, now=now):
+            run.state = Run.State.SUBMITTED
+            room[run.resource_id] -= 1
+            per_definition[run.definition_id] = per_definition.get(run.definition_id, 0) + 1
+            if run.recurrence_id:
+                busy_recurrences.add(run.recurrence_id)
+            claimed.append(run)
+    return claimed
+
+
 def run_claim(*, run_id: int, poller: str, now: dt.datetime | None = None) -> bool:
     """Take a due QUEUED run for ``poller``. False if another poller took it first."""
     now = now or timezone.now()
