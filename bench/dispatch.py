@@ -172,7 +172,10 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument(
-        "--pilot", action="store_true", help="the local resource starts runs through its pilot"
+        "--pilot",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the local resource starts runs through its pilot (the default; --no-pilot: bundles)",
     )
     args = parser.parse_args()
 

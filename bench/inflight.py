@@ -35,6 +35,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--services", type=int, default=8)
     parser.add_argument("--sleep", type=int, default=600)
+    parser.add_argument(
+        "--pilot",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the local resource starts runs through its pilot (the default; --no-pilot: bundles)",
+    )
     args = parser.parse_args()
     env = make_site()
     setup_django(env)
@@ -45,6 +51,7 @@ def main() -> None:
 
     local = ExecutionResource.objects.get(name="local")
     local.max_concurrent_runs = args.runs
+    local.pilot = args.pilot
     local.save()
     definition = TaskDefinition.objects.create(
         name="sleeper", program="sleeper.py", default_args=[str(args.sleep)]
@@ -72,12 +79,16 @@ def main() -> None:
     ramp = time.monotonic() - start
     time.sleep(15)  # a few tracking ticks with everything in flight
     own, descendants = _tree_rss(proc)
-    # Local runs are launched in bundles: one process per SAGA job and one
-    # forked launcher per run, sharing pages; PSS counts a shared page once.
+    # Local runs are launched through the pilot (one process, not the poller's
+    # child: it has a session of its own) or in bundles (one process per SAGA
+    # job), with one forked launcher per run, sharing pages; PSS counts a
+    # shared page once.
     tasks = task_pss = task_count = 0
     for p in psutil.process_iter(["cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
-        if "scheduler_client.py" in cmd and ("sleeper.py" in cmd or " bundle " in cmd):
+        if "scheduler_client.py" in cmd and (
+            "sleeper.py" in cmd or " bundle " in cmd or " pilot " in cmd
+        ):
             try:
                 info = p.memory_full_info()
             except psutil.Error:
@@ -97,7 +108,10 @@ def main() -> None:
     poller.wait(timeout=120)
     states = dict(Run.objects.values_list("state").annotate(n=Count("pk")).order_by())
     mib = 2**20
-    print(f"runs: {args.runs}, job services: {args.services}; all RUNNING after {ramp:.0f} s")
+    print(
+        f"runs: {args.runs}, job services: {args.services}; all RUNNING after {ramp:.0f} s"
+        + (", through the resource's pilot" if args.pilot else "")
+    )
     print(f"poller RSS idle (baseline): {idle_own / mib:.0f} MiB, SAGA helpers {idle_helpers / mib:.0f} MiB")
     print(
         f"poller RSS with {args.runs} in flight: {own / mib:.0f} MiB (peak {peak / mib:.0f} MiB), "

@@ -144,7 +144,10 @@ def main() -> None:
     )
     parser.add_argument("--idle-seconds", type=float, default=20.0)
     parser.add_argument(
-        "--pilot", action="store_true", help="the local resource starts runs through its pilot"
+        "--pilot",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the local resource starts runs through its pilot (the default; --no-pilot: bundles)",
     )
     args = parser.parse_args()
     env = make_site(database_url=args.database_url)

@@ -235,6 +235,10 @@ class Launching:
                 "DJANGO_SETTINGS_MODULE", "project.settings"
             )
             env["SCHEDULER_DATABASE_NAME"] = str(connection.settings_dict["NAME"])
+            # A pilot's launchers get no job environment: run.json carries it.
+            run_json["site_environment"] = {
+                "SCHEDULER_DATABASE_NAME": env["SCHEDULER_DATABASE_NAME"]
+            }
         files.stage(
             run_dir,
             {

@@ -224,7 +224,7 @@ class ExecutionResource(models.Model):
     )
     pilot = models.BooleanField(
         "start runs through a pilot",
-        default=False,
+        default=True,
         help_text="A standing launcher (started through SAGA like a job: a fork job, an SSH "
         "job, a batch job holding as many cores as runs may go at once; left running between "
         "runs, ending itself when idle) starts each one-core run at once, without a SAGA job "

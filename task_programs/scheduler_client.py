@@ -688,6 +688,11 @@ def _start_in(directory, close_fds=()):
             os.close(out)
         os.environ["SCHEDULER_RUN_DIR"] = directory
         os.environ["SCHEDULER_RUN_ID"] = str(info.get("run_id", ""))
+        # The site's database for setup_django(): a bundle's job sets it, a
+        # pilot's launchers take it from run.json.
+        site_env = info.get("site_environment") or {}
+        if isinstance(site_env.get("SCHEDULER_DATABASE_NAME"), str):
+            os.environ["SCHEDULER_DATABASE_NAME"] = site_env["SCHEDULER_DATABASE_NAME"]
         bundle_dir = os.path.dirname(os.path.abspath(__file__))
         if bundle_dir != directory and sys.path and sys.path[0] in (bundle_dir, ""):
             del sys.path[0]

@@ -22,6 +22,9 @@ os.environ.setdefault("SECRET_KEY", "test-only-secret-key-for-task-programs-0123
 # The demo's periodic task would become a schedule in every test database (and in
 # the pollers the tests start); the periodic tests call scheduler.periodic.sync().
 os.environ["SCHEDULER_PERIODIC_SYNC"] = "0"
+# Resources start runs through a pilot by default; the pilots the tests start
+# (one per run root) end themselves soon after the tests stop using them.
+os.environ.setdefault("SCHEDULER_PILOT_IDLE_SECONDS", "20")
 
 
 def pytest_configure(config):
@@ -30,6 +33,7 @@ def pytest_configure(config):
     from django.conf import settings
 
     settings.SCHEDULER_PERIODIC_SYNC = False
+    settings.SCHEDULER_PILOT_IDLE_SECONDS = int(os.environ["SCHEDULER_PILOT_IDLE_SECONDS"])
 
 
 PYENV_LOCK = Path.home() / ".pyenv" / "shims" / ".pyenv-shim"
