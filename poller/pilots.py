@@ -70,6 +70,8 @@ REMOTE_POLL_SECONDS = 0.2
 # A pilot that never said it was alive is not tried again for this long.
 BROKEN_SECONDS = 300.0
 CANCEL_WAIT_SECONDS = 10.0
+# A pilot job SAGA said was queued or starting is taken to be so this long.
+ON_ITS_WAY_SECONDS = 5.0
 
 
 def usable(resource: ExecutionResource) -> bool:
@@ -305,6 +307,7 @@ class Pilots:
         self._guard = threading.Lock()
         self._jobs: dict[int, str] = {}  # resource id -> the pilot job it submitted
         self._broken_until: dict[int, float] = {}
+        self._on_way_until: dict[int, float] = {}
 
     def _lock(self, resource: ExecutionResource) -> threading.Lock:
         with self._guard:
@@ -332,12 +335,16 @@ class Pilots:
         job = self._jobs.get(resource.pk) or where.submitted()
         if not job:
             return False
+        # Every waiting run asks this: SAGA is asked at most every few seconds.
+        if self._on_way_until.get(resource.pk, 0) > time.monotonic():
+            return True
         try:
             state, _ = pool.state(job)
         except Exception:  # noqa: BLE001 - unknown: submit another, the lock keeps one
             state = "Unknown"
         if state in ("New", "Pending", "Running"):
             self._jobs[resource.pk] = job
+            self._on_way_until[resource.pk] = time.monotonic() + ON_ITS_WAY_SECONDS
             return True
         if self._jobs.pop(resource.pk, None):
             # Ours ended without ever being seen alive: leave the resource's
@@ -367,7 +374,8 @@ class Pilots:
         except Exception as exc:  # noqa: BLE001 - the runs go as before
             logger.warning("resource %s: could not prepare its pilot: %s", resource.name, exc)
             return False
-        cores = max(1, resource.max_concurrent_runs or 1)
+        # As many cores as runs may go at once, within what a run may ask for.
+        cores = max(1, min(resource.max_concurrent_runs or 1, resource.max_cores or 1 << 20))
         here = resource.is_local()
         spec = JobSpec(
             run_id=0,
@@ -396,7 +404,7 @@ class Pilots:
         )
         answer = pool.submit_quietly(spec)
         if isinstance(answer, Exception):
-            logger.warning("resource %s: could not start its pilot: %s", resource.name, answer)
+            self._broken(resource, f"its pilot could not be started: {answer}")
             return False
         if not here:
             # Not waited for: a batch pilot may wait in its queue; the runs

@@ -430,9 +430,29 @@ def _is_launcher_of(proc, run_dir: str, started_at: str | None = None) -> bool:
                 return False
         if "bundle" in cmdline and run_dir in cmdline:
             return True
+        if "pilot" in cmdline:
+            return _forked_by_pilot_of(proc, cmdline, run_dir)
         return proc.environ().get("SCHEDULER_RUN_DIR") == run_dir
     except (psutil.Error, ValueError):
         return False
+
+
+def _forked_by_pilot_of(proc, cmdline: list[str], run_dir: str) -> bool:
+    """A launcher a pilot forked carries the pilot's command line (a fork, no
+    new interpreter), and its environment as /proc shows it is the pilot's
+    (what the launcher set after the fork is not there): it is known by its
+    parent, the running pilot whose home is beside ``run_dir`` (the run
+    root's ``.pilot``). Which run it launched is the ``launched`` record's
+    word, read when the poller first saw the run (tracking's flight), so a
+    program can only misname its own run's launcher."""
+    try:
+        home = cmdline[cmdline.index("pilot") + 1]
+        parent = proc.parent()
+        if parent is None or parent.cmdline() != cmdline:
+            return False
+    except (ValueError, IndexError):
+        return False
+    return os.path.dirname(os.path.normpath(home)) == os.path.dirname(os.path.normpath(run_dir))
 
 
 def _descendants(proc) -> list:

@@ -75,12 +75,26 @@ def test_runs_go_through_one_pilot_that_outlives_the_poller(poller, behave, pilo
         second.close()
 
 
+def _launchers_in(run_dir: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if proc.cwd() == run_dir and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+    return found
+
+
 def test_cancel_and_failure_of_a_pilot_run(poller, behave):
-    sleeping = services.run_enqueue(definition=behave, parameters={"mode": "sleep"})
+    sleeping = services.run_enqueue(definition=behave, parameters={"mode": "stubborn"})
     tick_until(poller, lambda: Run.objects.get(pk=sleeping.pk).state == Run.State.RUNNING)
+    sleeping.refresh_from_db()
+    assert _launchers_in(sleeping.run_directory)
     services.run_request_cancel(run=Run.objects.get(pk=sleeping.pk))
     sleeping = run_to_end(poller, sleeping)
     assert sleeping.state == Run.State.CANCELLED
+    # The poller knew the pilot's launcher (a fork carrying the pilot's command
+    # line) and ended it, SIGTERM ignored and all.
+    assert not _launchers_in(sleeping.run_directory), "the cancelled program still runs"
     failing = run_to_end(
         poller, services.run_enqueue(definition=behave, parameters={"mode": "exit"})
     )
@@ -136,3 +150,23 @@ def test_a_second_pilot_in_the_same_home_leaves_at_once(poller, behave, piloted)
         timeout=30,
     )
     assert out.returncode == 0 and "another pilot runs" in out.stdout
+
+
+def test_a_long_pilot_run_is_running_whenever_the_poller_asks(poller, behave, monkeypatch):
+    """The periodic check of a run with no exit record asks the pilot's side
+    whether the launcher still runs; it must say yes for a pilot's fork (the
+    launcher was taken for gone, and the run for LOST, 20 s into any run)."""
+    from poller import tracking
+
+    monkeypatch.setattr(tracking, "SAGA_CHECK_SECONDS", 0.2)
+    monkeypatch.setattr(tracking, "EXIT_RECORD_GRACE_SECONDS", 0.2)
+    run = services.run_enqueue(definition=behave, parameters={"mode": "sleep"})
+    tick_until(poller, lambda: Run.objects.get(pk=run.pk).state == Run.State.RUNNING)
+    end = time.monotonic() + 3
+    while time.monotonic() < end:
+        poller.tick()
+        time.sleep(0.1)
+    run.refresh_from_db()
+    assert run.state == Run.State.RUNNING, (run.state, run.error)
+    services.run_request_cancel(run=run)
+    assert run_to_end(poller, run).state == Run.State.CANCELLED

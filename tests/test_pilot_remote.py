@@ -164,3 +164,22 @@ def test_the_pilot_as_a_slurm_job_holding_its_cores(poller, slurm, tmp_path, set
     finally:
         slurm.run("scancel", "--user", "root")
         _end_pilot(root)
+
+
+def test_a_pilot_slurm_refuses_leaves_the_runs_to_jobs_of_their_own(poller, slurm, tmp_path):
+    # 8 cores on a node of 2: sbatch refuses the pilot's job at once.
+    resource = ExecutionResource.objects.create(
+        name="slurmnopilot",
+        job_service_url="slurm://localhost/",
+        queue="debug",
+        working_root=str(tmp_path / "slurm-runs"),
+        max_concurrent_runs=8,
+        pilot=True,
+    )
+    behave, _ = _definitions(resource)
+    runs = [services.run_enqueue(definition=behave) for _ in range(2)]
+    tick_until(poller, lambda: all(Run.objects.get(pk=r.pk).is_final for r in runs), timeout=120)
+    for run in Run.objects.filter(pk__in=[r.pk for r in runs]):
+        assert run.state == Run.State.SUCCEEDED, run.error
+        assert run.saga_job_id.startswith("[slurm://localhost/]-["), run.saga_job_id
+    assert poller._pilots.broken(resource)
