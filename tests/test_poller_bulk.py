@@ -24,7 +24,19 @@ from tests.poller_helpers import poller_fixture, run_to_end, tick_until
 
 PROGRAMS = Path(__file__).parent / "programs"
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("test_programs")]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("test_programs", "bundles"),
+]
+
+
+@pytest.fixture
+def bundles(local_resource):
+    """These tests are about bundles: the local resource's pilot (on by
+    default, tests/test_pilot.py) is off here."""
+    local_resource.pilot = False
+    local_resource.save()
+    return local_resource
 
 
 @pytest.fixture
