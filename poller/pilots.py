@@ -308,6 +308,7 @@ class Pilots:
         self._jobs: dict[int, str] = {}  # resource id -> the pilot job it submitted
         self._broken_until: dict[int, float] = {}
         self._on_way_until: dict[int, float] = {}
+        self._submitted_at: dict[str, float] = {}  # pilot job -> when first known
 
     def _lock(self, resource: ExecutionResource) -> threading.Lock:
         with self._guard:
@@ -327,6 +328,8 @@ class Pilots:
                 return False
             if not resource.is_local() and self._on_its_way(resource, where, pool):
                 return True
+            if self.broken(resource):  # its last pilot job was just given up
+                return False
             return self._start(resource, where, pool)
 
     def _on_its_way(self, resource, where, pool) -> bool:
@@ -342,9 +345,23 @@ class Pilots:
             state, _ = pool.state(job)
         except Exception:  # noqa: BLE001 - unknown: submit another, the lock keeps one
             state = "Unknown"
+        now = time.monotonic()
+        since = self._submitted_at.setdefault(job, now)
+        if state in ("New", "Pending") and now - since > settings.SCHEDULER_PILOT_QUEUE_SECONDS:
+            # A pilot the batch system will not start (it asked for more than
+            # the cluster has), or not soon: its runs must not wait for it.
+            with contextlib.suppress(Exception):
+                pool.cancel(job)
+            self._jobs.pop(resource.pk, None)
+            self._broken(
+                resource,
+                f"its pilot job {job} waited in the queue for more than "
+                f"{settings.SCHEDULER_PILOT_QUEUE_SECONDS} s (SCHEDULER_PILOT_QUEUE_SECONDS)",
+            )
+            return False
         if state in ("New", "Pending", "Running"):
             self._jobs[resource.pk] = job
-            self._on_way_until[resource.pk] = time.monotonic() + ON_ITS_WAY_SECONDS
+            self._on_way_until[resource.pk] = now + ON_ITS_WAY_SECONDS
             return True
         if self._jobs.pop(resource.pk, None):
             # Ours ended without ever being seen alive: leave the resource's
@@ -410,6 +427,7 @@ class Pilots:
             # Not waited for: a batch pilot may wait in its queue; the runs
             # handed meanwhile wait in its inbox (state Pending).
             self._jobs[resource.pk] = answer
+            self._submitted_at[answer] = time.monotonic()
             with contextlib.suppress(Exception):
                 where.note_submitted(answer)
             logger.info("resource %s: pilot submitted (%s cores): %s", resource.name, cores, answer)

@@ -249,6 +249,9 @@ SCHEDULER_IDLE_SECONDS = env_float("SCHEDULER_IDLE_SECONDS", 10.0)
 SCHEDULER_PILOT_IDLE_SECONDS = env_int("SCHEDULER_PILOT_IDLE_SECONDS", 300)
 # A pilot on a batch system is a job holding its cores for this long (minutes).
 SCHEDULER_PILOT_WALL_MINUTES = env_int("SCHEDULER_PILOT_WALL_MINUTES", 60)
+# A batch pilot still queued after this long is cancelled: its runs go by jobs
+# of their own (a pilot the cluster will not start must not hold them).
+SCHEDULER_PILOT_QUEUE_SECONDS = env_int("SCHEDULER_PILOT_QUEUE_SECONDS", 600)
 SCHEDULER_WAKE_DIR = Path(os.environ.get("SCHEDULER_WAKE_DIR", VAR_DIR / "wake"))
 SCHEDULER_LEASE_SECONDS = env_int("SCHEDULER_LEASE_SECONDS", 60)
 # The poller's one-line summary at INFO ("last 60 s: launched 12, ended 11 ..."),

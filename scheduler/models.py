@@ -228,7 +228,8 @@ class ExecutionResource(models.Model):
         help_text="A standing launcher (started through SAGA like a job: a fork job, an SSH "
         "job, a batch job holding as many cores as runs may go at once; left running between "
         "runs, ending itself when idle) starts each one-core run at once, without a SAGA job "
-        "per run. Off: runs go by SAGA jobs (bundles, or one batch job a run) as before.",
+        "per run. Off: runs go by SAGA jobs (bundles, or one batch job a run) as before. A "
+        "resource that runs programs as another account uses no pilot.",
     )
     mpi_starter = models.CharField(
         "MPI starter",
@@ -328,13 +329,6 @@ class ExecutionResource(models.Model):
             )
         if self.is_batch() and not self.queue:
             raise ValidationError({"queue": "Batch systems need a default queue, e.g. debug."})
-        if self.pilot and self.run_as:
-            raise ValidationError(
-                {
-                    "pilot": "A resource that runs programs as another account uses no pilot: "
-                    "the pilot would run as the site's account."
-                }
-            )
         if self.queues and not self.is_batch():
             raise ValidationError({"queues": "Only batch systems have queues."})
         if self.mpi_starter:

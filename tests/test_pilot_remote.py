@@ -166,8 +166,11 @@ def test_the_pilot_as_a_slurm_job_holding_its_cores(poller, slurm, tmp_path, set
         _end_pilot(root)
 
 
-def test_a_pilot_slurm_refuses_leaves_the_runs_to_jobs_of_their_own(poller, slurm, tmp_path):
-    # 8 cores on a node of 2: sbatch refuses the pilot's job at once.
+def test_a_pilot_slurm_will_not_start_leaves_the_runs_to_jobs_of_their_own(
+    poller, slurm, tmp_path, settings
+):
+    # 8 cores on a node of 2: the pilot's job waits in the queue for ever.
+    settings.SCHEDULER_PILOT_QUEUE_SECONDS = 3
     resource = ExecutionResource.objects.create(
         name="slurmnopilot",
         job_service_url="slurm://localhost/",
@@ -183,3 +186,6 @@ def test_a_pilot_slurm_refuses_leaves_the_runs_to_jobs_of_their_own(poller, slur
         assert run.state == Run.State.SUCCEEDED, run.error
         assert run.saga_job_id.startswith("[slurm://localhost/]-["), run.saga_job_id
     assert poller._pilots.broken(resource)
+    assert slurm.queued_job_ids() == set(), "the pilot's job was not cancelled"
+    texts = " ".join(Run.objects.get(pk=runs[0].pk).messages.values_list("text", flat=True))
+    assert "pilot of slurmnopilot could not be started" in texts

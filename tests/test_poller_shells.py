@@ -77,9 +77,23 @@ def wait_for(predicate, timeout: float) -> bool:
     return predicate()
 
 
+def pilot_pid(resource) -> int | None:
+    import json
+
+    from poller import pilots
+
+    try:
+        return json.loads((pilots.home(resource) / "pilot.json").read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+@pytest.mark.parametrize("pilot", [False, True], ids=["bundles", "pilot"])
 def test_five_starts_and_kills_leave_no_saga_process_but_running_launchers(
-    local_resource, settings, tmp_path
+    local_resource, settings, tmp_path, pilot
 ):
+    local_resource.pilot = pilot
+    local_resource.save()
     settings.SCHEDULER_PROGRAM_DIRS = [*django_settings.SCHEDULER_PROGRAM_DIRS, PROGRAMS]
     settings.SCHEDULER_SAGA_BASE = tmp_path / "saga"
     base = str(settings.SCHEDULER_SAGA_BASE)
@@ -120,8 +134,11 @@ def test_five_starts_and_kills_leave_no_saga_process_but_running_launchers(
         left = ours(base)
         others = [command(p) for p in left if not launcher_group(p)]
         assert helpers(base) == [] and others == [], (helpers(base), others, seen)
-        # The running runs' launchers go on, each in a group of its own.
-        launchers = {os.getpgid(p.pid) for p in left if launcher_group(p)}
+        # The running runs' launchers go on, each in a group of its own; so
+        # does the resource's pilot, by design (it ends itself when idle).
+        standing = pilot_pid(local_resource)
+        assert bool(standing) == pilot
+        launchers = {os.getpgid(p.pid) for p in left if launcher_group(p)} - {standing}
         assert len(launchers) == 2, [command(p) for p in left]
         assert Run.objects.filter(pk__in=[r.pk for r in sleepers], state="RUNNING").count() == 2
     finally:

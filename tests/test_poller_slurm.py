@@ -22,6 +22,7 @@ pytestmark = [
 def cluster(slurm, tmp_path):
     return ExecutionResource.objects.create(
         name="cluster",
+        pilot=False,  # the per-job path; tests/test_pilot_remote.py has the pilot
         job_service_url="slurm://localhost/",
         queue="debug",
         working_root=str(tmp_path / "slurm-runs"),
@@ -169,6 +170,7 @@ def test_a_run_on_slurm_over_ssh_ends_with_its_files_home(
     sshd_server = slurm_login_node
     remote = ExecutionResource.objects.create(
         name="cluster-over-ssh",
+        pilot=False,  # the per-job path; tests/test_pilot_remote.py has the pilot
         job_service_url=(f"slurm+ssh://{sshd_server.user}@{sshd_server.host}:{sshd_server.port}/"),
         ssh_user=sshd_server.user,
         ssh_key_path=sshd_server.key_path,

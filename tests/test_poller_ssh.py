@@ -23,6 +23,7 @@ pytestmark = [
 def ssh_resource(sshd_server, tmp_path):
     return ExecutionResource.objects.create(
         name="sshhost",
+        pilot=False,  # the per-job path; tests/test_pilot_remote.py has the pilot
         job_service_url=f"ssh://{sshd_server.user}@{sshd_server.host}:{sshd_server.port}",
         ssh_user=sshd_server.user,
         ssh_key_path=sshd_server.key_path,

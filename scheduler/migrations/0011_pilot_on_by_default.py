@@ -27,7 +27,8 @@ class Migration(migrations.Migration):
             name="pilot",
             field=models.BooleanField(
                 default=True,
-                help_text="A standing launcher (started through SAGA like a job: a fork job, an SSH job, a batch job holding as many cores as runs may go at once; left running between runs, ending itself when idle) starts each one-core run at once, without a SAGA job per run. Off: runs go by SAGA jobs (bundles, or one batch job a run) as before.",
+                help_text="A standing launcher (started through SAGA like a job: a fork job, an SSH job, a batch job holding as many cores as runs may go at once; left running between runs, ending itself when idle) starts each one-core run at once, without a SAGA job per run. Off: runs go by SAGA jobs (bundles, or one batch job a run) as before. "
+                "A resource that runs programs as another account uses no pilot.",
                 verbose_name="start runs through a pilot",
             ),
         ),
