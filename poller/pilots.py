@@ -70,6 +70,9 @@ REMOTE_POLL_SECONDS = 0.2
 # A pilot that never said it was alive is not tried again for this long.
 BROKEN_SECONDS = 300.0
 CANCEL_WAIT_SECONDS = 10.0
+# pilot.json is a few hundred bytes; a program of the same account could make
+# it any size, so no more than this is read.
+RECORD_MAX_BYTES = 65536
 # A pilot job SAGA said was queued or starting is taken to be so this long.
 ON_ITS_WAY_SECONDS = 5.0
 
@@ -153,7 +156,12 @@ class _LocalHome:
 
     def _read_record(self) -> dict | None:
         try:
-            data = json.loads((self.folder / "pilot.json").read_text())
+            # No link followed, no FIFO waited on: a program could put either here.
+            fd = os.open(self.folder / "pilot.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            try:
+                data = json.loads(os.read(fd, RECORD_MAX_BYTES))
+            finally:
+                os.close(fd)
         except (OSError, ValueError):
             return None
         return data if isinstance(data, dict) else None
@@ -226,12 +234,20 @@ class _RemoteHome:
         self.files.stage(self.path, {"scheduler_client.py": client})
 
     def record(self) -> dict | None:
-        out = self._run(f"cat {self.q}/pilot.json 2>/dev/null; true")
+        out = self._run(f"{self._read_record_command()}; true")
         try:
             data = json.loads(out.strip() or "null")
         except ValueError:
             return None
         return data if isinstance(data, dict) and _fresh(data) else None
+
+    def _read_record_command(self) -> str:
+        """pilot.json, at most RECORD_MAX_BYTES of it, only if a regular file."""
+        record = f"{self.q}/pilot.json"
+        return (
+            f"{{ test -f {record} && ! test -L {record} && "
+            f"head -c {RECORD_MAX_BYTES} {record}; }} 2>/dev/null"
+        )
 
     def give(self, entries: list[tuple[int, str]]) -> None:
         token = secrets.token_hex(4)
@@ -250,7 +266,7 @@ class _RemoteHome:
             f"test -e {self.q}/ended/{n} && echo ENDED; "
             f"test -e {launched} -o -L {launched} && echo LAUNCHED; "
             f"test -e {self.q}/inbox/{n} && echo WAITING; "
-            f"echo; cat {self.q}/pilot.json 2>/dev/null; true"
+            f"echo; {self._read_record_command()}; true"
         )
         words, _, body = out.partition("\n\n")
         try:

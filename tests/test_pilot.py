@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import time
 
@@ -170,3 +171,48 @@ def test_a_long_pilot_run_is_running_whenever_the_poller_asks(poller, behave, mo
     assert run.state == Run.State.RUNNING, (run.state, run.error)
     services.run_request_cancel(run=run)
     assert run_to_end(poller, run).state == Run.State.CANCELLED
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link", "flood"])
+def test_a_pilot_record_a_program_tampered_with_is_no_record(local_resource, tmp_path, kind):
+    """pilot.json sits where a program of the same account could reach it: a FIFO
+    there must not hang the poller, a link must not be followed, a flood must not
+    be read whole. The same for the shell command a remote home reads it with."""
+    import subprocess
+
+    folder = pilots.home(local_resource)
+    folder.mkdir(parents=True, exist_ok=True)
+    record = folder / "pilot.json"
+    good = json.dumps({"pid": 1, "alive_at": "2026-01-01T00:00:00+00:00"})
+    if kind == "fifo":
+        os.mkfifo(record)
+    elif kind == "link":
+        (tmp_path / "elsewhere.json").write_text(good)
+        record.symlink_to(tmp_path / "elsewhere.json")
+    else:
+        record.write_text(json.dumps({"pid": 1, "pad": "x" * 2 * pilots.RECORD_MAX_BYTES}))
+    try:
+        import threading
+
+        got = []
+        reader = threading.Thread(
+            target=lambda: got.append(pilots._LocalHome(local_resource)._read_record()),
+            daemon=True,
+        )
+        reader.start()
+        reader.join(timeout=3)
+        if reader.is_alive():  # let the hung reader go before failing
+            os.close(os.open(record, os.O_WRONLY | os.O_NONBLOCK))
+        assert got == [None], "the read hung or took a record a program made"
+        remote = pilots._RemoteHome.__new__(pilots._RemoteHome)
+        remote.q = shlex.quote(str(folder))
+        out = subprocess.run(
+            ["sh", "-c", remote._read_record_command()],
+            capture_output=True,
+            timeout=5,
+        ).stdout
+        assert len(out) <= pilots.RECORD_MAX_BYTES
+        if kind != "flood":
+            assert out == b""
+    finally:
+        record.unlink()
