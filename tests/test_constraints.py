@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from scheduler import services
@@ -92,3 +95,36 @@ def test_messages_from_events_are_stored_once_and_cut_to_the_limit(
     assert message.text.endswith("[cut: 5000 chars, limit 100]")
     run.refresh_from_db()
     assert run.progress == 100
+
+
+def test_due_runs_are_claimed_best_first_within_the_limits_in_one_write(definition, local_resource):
+    # An idle tick (nothing due) asks one question, not one per limit.
+    with CaptureQueriesContext(connection) as idle:
+        assert services.runs_claim_due(poller="a", resources=[local_resource]) == []
+    assert len(idle.captured_queries) == 1, [q["sql"] for q in idle.captured_queries]
+
+    local_resource.max_concurrent_runs = 3
+    local_resource.save()
+    past = timezone.now() - dt.timedelta(seconds=5)
+    low = [_run(definition, local_resource, due_at=past) for _ in range(3)]
+    high = [_run(definition, local_resource, due_at=past, priority=5) for _ in range(2)]
+    _run(definition, local_resource, due_at=timezone.now() + dt.timedelta(hours=1))
+    with CaptureQueriesContext(connection) as busy:
+        claimed = services.runs_claim_due(poller="a", resources=[local_resource])
+    assert [r.pk for r in claimed] == [high[0].pk, high[1].pk, low[0].pk]
+    assert all(r.state == Run.State.SUBMITTED for r in claimed)
+    updates = [q["sql"] for q in busy.captured_queries if q["sql"].startswith("UPDATE")]
+    assert len(updates) == 1, updates
+    assert set(Run.objects.filter(poller="a").values_list("pk", flat=True)) == {
+        r.pk for r in claimed
+    }
+    # The resource is full: the next tick claims nothing, another poller neither.
+    assert services.runs_claim_due(poller="b", resources=[local_resource]) == []
+
+
+def test_a_batch_claim_leaves_out_the_runs_another_poller_took(definition, local_resource):
+    runs = [_run(definition, local_resource) for _ in range(3)]
+    assert services.run_claim(run_id=runs[1].pk, poller="b")
+    taken = services.runs_claim(run_ids=[r.pk for r in runs], poller="a")
+    assert taken == {runs[0].pk, runs[2].pk}
+    assert Run.objects.get(pk=runs[1].pk).poller == "b"
