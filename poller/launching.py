@@ -17,9 +17,11 @@ import os
 import sys
 import time
 from concurrent.futures import Future
+from pathlib import Path
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
+from django.db.models import prefetch_related_objects
 
 from poller import pilots
 from poller import rundir as rundirs
@@ -43,13 +45,22 @@ class Launching:
     def claim_and_launch(self) -> bool:
         found = self.collect_launches()
         runs = self.claim()
-        # Runs claimed by this poller (or its previous incarnation) that never got
-        # a job id: the poller died between claim and submit. Submit again; the
-        # launcher's marker makes a second start of the program impossible.
-        unsent = Run.objects.filter(
-            poller=self.ident, state=Run.State.SUBMITTED, saga_job_id=""
-        ).exclude(pk__in=[r.pk for r in runs] + list(self._launching))
-        runs += list(unsent.select_related("definition", "resource")[:200])
+        if time.monotonic() >= self._next_unsent_check:
+            # Runs claimed by this poller (or its previous incarnation) that never
+            # got a job id: the poller died between claim and submit, or storing
+            # the id failed. Submit again; the launcher's marker makes a second
+            # start of the program impossible. At the first tick, after a failed
+            # store, and every UNSENT_SECONDS: not a question for every tick.
+            from poller.loop import UNSENT_SECONDS
+
+            self._next_unsent_check = time.monotonic() + UNSENT_SECONDS
+            unsent = Run.objects.filter(
+                poller=self.ident, state=Run.State.SUBMITTED, saga_job_id=""
+            ).exclude(pk__in=[r.pk for r in runs] + list(self._launching))
+            more = list(unsent.select_related("definition", "resource")[:200])
+            if len(more) == 200:
+                self._next_unsent_check = 0.0  # the rest at the next tick
+            runs += more
         if runs:
             self.launch(runs)
         return found or bool(runs)
@@ -115,9 +126,13 @@ class Launching:
         results: dict[int, Exception | None] = {}
         try:
             staged = []
+            # One question for the inputs of the batch, one read of the client
+            # and of each program (a bundle's runs are often one definition).
+            prefetch_related_objects(runs, "inputs")
+            sources: dict[str, tuple[Path, bytes]] = {"": (CLIENT_PATH, CLIENT_PATH.read_bytes())}
             for run in runs:
                 try:
-                    staged.append((run, self._stage(run)))
+                    staged.append((run, self._stage(run, sources)))
                 except Exception as exc:  # noqa: BLE001 - reported on the run
                     results[run.pk] = exc
             if not staged:
@@ -161,6 +176,7 @@ class Launching:
                     # No id stored: claim_and_launch submits the run again, and the
                     # launcher's marker leaves it to the launcher already running.
                     logger.warning("run %s: storing its job id failed", run.pk, exc_info=True)
+                    self._next_unsent_check = 0.0
                     close_old_connections()
             if submitted:
                 # Here, not when the launch is collected: a quick run can be tracked
@@ -186,7 +202,11 @@ class Launching:
             collected = True
             exc = future.result()
             if exc is not None:
-                self._launch_failed(run, exc)
+                try:
+                    self._launch_failed(run, exc)
+                except Exception:
+                    self._next_unsent_check = 0.0  # still claimed, never sent: next tick
+                    raise
             else:
                 self._counts["launched"] += 1
                 self._flights.setdefault(run_id, _Flight())
@@ -205,13 +225,20 @@ class Launching:
         except OSError as exc:
             return ExecutorError(f"Could not hand the run to the pilot of {resource.name!r}: {exc}")
 
-    def _stage(self, run: Run):
+    def _stage(self, run: Run, sources: dict[str, tuple[Path, bytes]] | None = None):
         """Make the run directory, stage the program, the client and run.json;
-        answer the job to submit."""
+        answer the job to submit. ``sources``: the client (key "") and the
+        programs read for this batch so far, filled as programs are read."""
+        sources = {} if sources is None else sources
+        if "" not in sources:
+            sources[""] = (CLIENT_PATH, CLIENT_PATH.read_bytes())
         resource = run.resource
         files = rundirs.for_resource(resource)
         run_dir = files.run_dir(run.pk)
-        program = run.definition.program_path()
+        if run.definition.program not in sources:
+            path = run.definition.program_path()
+            sources[run.definition.program] = (path, path.read_bytes())
+        program, program_bytes = sources[run.definition.program]
         needs = run.needs or {}
         run_json = {
             "v": 1,
@@ -242,8 +269,8 @@ class Launching:
         files.stage(
             run_dir,
             {
-                "scheduler_client.py": CLIENT_PATH.read_bytes(),
-                program.name: program.read_bytes(),
+                "scheduler_client.py": sources[""][1],
+                program.name: program_bytes,
                 "run.json": json.dumps(run_json, indent=1).encode(),
             },
             # A shell script or binary keeps its executable bit (docs/client.md).

@@ -52,6 +52,9 @@ STOP_CHECK_SECONDS = 0.25
 MATERIALIZE_SECONDS = 1.0
 # radical.saga's folders of ended local jobs are removed this often.
 TIDY_SECONDS = 600.0
+# Runs this poller claimed but never sent (poller.launching) are looked for at
+# the first tick, after a job id could not be stored, and this often besides.
+UNSENT_SECONDS = 60.0
 
 
 @dataclass
@@ -92,6 +95,7 @@ class Poller(Launching, Tracking):
         self._next_heartbeat = 0.0
         self._next_materialize = 0.0
         self._next_tidy = 0.0
+        self._next_unsent_check = 0.0
         self._tidying = None
         self._waker = None  # scheduler.wake.Waker while run_forever runs
         self._pilots = pilots.Pilots()

@@ -539,10 +539,28 @@ def _mkdir_no_link(path: Path) -> None:
 
 
 def _write_new(folder: Path, name: str, chunks, *, mode: int = 0o644) -> None:
-    """Write ``chunks`` to ``folder/name`` through a fresh random name (O_EXCL,
-    O_NOFOLLOW), then rename it into place."""
+    """Write ``chunks`` to ``folder/name``: created there if the name is free,
+    else through a fresh random name (O_EXCL, O_NOFOLLOW) renamed into place,
+    so whatever a program left under the name is replaced, never written through."""
     import secrets
 
+    try:
+        # The usual case, a name nothing holds yet: made here, written in place.
+        # O_EXCL never opens what is there (a file, a link, a FIFO).
+        fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    except FileExistsError:
+        pass
+    else:
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in chunks:
+                    out.write(chunk)
+                os.fchmod(out.fileno(), mode)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(folder / name)
+            raise
+        return
     tmp = folder / f".stage-{secrets.token_hex(8)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
