@@ -142,6 +142,32 @@ def test_the_per_definition_limit_holds_runs_back(poller, behave):
     assert run_to_end(poller, b).state == Run.State.SUCCEEDED
 
 
+def test_a_run_whose_job_id_could_not_be_stored_is_sent_again_at_the_next_tick_and_runs_once(
+    poller, behave, monkeypatch
+):
+    # The poller looks for claimed-but-unsent runs only now and then (UNSENT_SECONDS);
+    # a failed store must bring that forward, or the run waits a minute without a job.
+    from django.db import DatabaseError
+
+    from poller import launching
+
+    real, failed = services.run_mark_submitted, []
+
+    def store_fails_once(**kwargs):
+        if not failed:
+            failed.append(kwargs["run"].pk)
+            raise DatabaseError("injected: the database went away")
+        return real(**kwargs)
+
+    monkeypatch.setattr(launching.services, "run_mark_submitted", store_fails_once)
+    poller.tick()  # the first tick of a fresh poller looks for unsent runs anyway
+    run = run_to_end(poller, _queue(behave), timeout=20)
+    assert failed == [run.pk]
+    assert run.state == Run.State.SUCCEEDED, run.error
+    assert run.saga_job_id
+    assert run.messages.filter(text="mode ok").count() == 1, "the program ran once"
+
+
 def test_a_long_lived_poller_opens_its_local_job_services_at_start(local_resource):
     p = Poller(name="test-warm", services_per_resource=2)
     try:
