@@ -116,8 +116,9 @@ class Poller(Launching, Tracking):
         for step in (
             self.heartbeat,
             self.materialize_schedules,
-            self.adopt_orphans,
+            # Right after the wake: a run due now waits for nothing else.
             self.claim_and_launch,
+            self.adopt_orphans,
             self.track,
             self.enforce_cancels_and_timeouts,
             self.retention,
