@@ -35,6 +35,10 @@ logger = logging.getLogger(__name__)
 CLIENT_PATH = settings.BASE_DIR / "task_programs" / "scheduler_client.py"
 # A resource that failed is left alone this long before it is tried again.
 RESOURCE_RETRY_SECONDS = 30.0
+# Runs this poller claimed but never sent are looked for at the first tick, at
+# the tick that collects a launch whose job id could not be stored, and this
+# often besides.
+UNSENT_SECONDS = 60.0
 # Set by the bundle for each of its runs (scheduler_client.bundle).
 BUNDLE_OWN_ENV = ("SCHEDULER_RUN_DIR", "SCHEDULER_RUN_ID")
 
@@ -51,8 +55,6 @@ class Launching:
             # the id failed. Submit again; the launcher's marker makes a second
             # start of the program impossible. At the first tick, after a failed
             # store, and every UNSENT_SECONDS: not a question for every tick.
-            from poller.loop import UNSENT_SECONDS
-
             self._next_unsent_check = time.monotonic() + UNSENT_SECONDS
             unsent = Run.objects.filter(
                 poller=self.ident, state=Run.State.SUBMITTED, saga_job_id=""
@@ -176,7 +178,8 @@ class Launching:
                     # No id stored: claim_and_launch submits the run again, and the
                     # launcher's marker leaves it to the launcher already running.
                     logger.warning("run %s: storing its job id failed", run.pk, exc_info=True)
-                    self._next_unsent_check = 0.0
+                    with self._launch_lock:
+                        self._unstored.add(run.pk)
                     close_old_connections()
             if submitted:
                 # Here, not when the launch is collected: a quick run can be tracked
@@ -200,6 +203,14 @@ class Launching:
                 continue
             del self._launching[run_id]
             collected = True
+            with self._launch_lock:
+                if run_id in self._unstored:
+                    # Set here, by the tick, not by the launch thread: a tick
+                    # between that thread's store and its answer would have
+                    # looked for unsent runs without this one (still launching)
+                    # and put the next look a minute away.
+                    self._unstored.discard(run_id)
+                    self._next_unsent_check = 0.0
             exc = future.result()
             if exc is not None:
                 try:

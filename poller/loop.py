@@ -52,9 +52,6 @@ STOP_CHECK_SECONDS = 0.25
 MATERIALIZE_SECONDS = 1.0
 # radical.saga's folders of ended local jobs are removed this often.
 TIDY_SECONDS = 600.0
-# Runs this poller claimed but never sent (poller.launching) are looked for at
-# the first tick, after a job id could not be stored, and this often besides.
-UNSENT_SECONDS = 60.0
 
 
 @dataclass
@@ -91,6 +88,9 @@ class Poller(Launching, Tracking):
         self._launch_lock = threading.Lock()
         self._queued: dict[int, list[tuple[Run, Future]]] = {}
         self._launchers: dict[int, int] = {}
+        # Runs a launch thread started but whose job id it could not store: the
+        # tick collecting them looks for unsent runs at once (poller.launching).
+        self._unstored: set[int] = set()
         self._next_retention_check = 0.0
         self._next_heartbeat = 0.0
         self._next_materialize = 0.0
