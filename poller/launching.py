@@ -69,6 +69,8 @@ class Launching:
 
     def launch(self, runs: list[Run]) -> None:
         """Hand runs to the launch threads; the tick goes on while they submit.
+        (A few runs for a pilot already up on this host are handed over from the
+        tick itself: see _pilot_is_up_here.)
 
         Each resource has a queue of claimed runs and at most one launch thread
         per job service. A thread takes what is queued, up to
@@ -87,6 +89,17 @@ class Launching:
             pool = self._pool(group[0].resource)
             bulk = pool.submits_in_bulk or pilots.usable(group[0].resource)
             size = settings.SCHEDULER_SUBMIT_BULK if bulk else 1
+            if size >= len(group) and self._pilot_is_up_here(group):
+                # A few runs for a pilot that runs on this host: staged and handed
+                # over from this thread (a few ms), without the wait for a
+                # launch thread's turn. Anything else goes to the launch threads.
+                with self._launch_lock:
+                    inline = not self._launchers.get(resource_id) and not self._queued.get(
+                        resource_id
+                    )
+                if inline:
+                    self._launch_here(group)
+                    continue
             with self._launch_lock:
                 queued = self._queued.setdefault(resource_id, [])
                 for run in group:
@@ -98,6 +111,33 @@ class Launching:
                 for _ in range(max(0, wanted - running)):
                     self._threads.submit(self._launch_queued, resource_id, size)
                 self._launchers[resource_id] = max(running, wanted)
+
+    def _pilot_is_up_here(self, runs: list[Run]) -> bool:
+        """Do all ``runs`` go to a pilot that runs on this host now (its record is
+        there to read: no SAGA, no SSH)?"""
+        resource = runs[0].resource
+        if not resource.on_this_host() or not all(pilots.eligible(run) for run in runs):
+            return False
+        try:
+            return pilots.record(resource) is not None
+        except Exception:  # noqa: BLE001 - then the launch threads find out
+            return False
+
+    def _launch_here(self, runs: list[Run]) -> None:
+        """Launch ``runs`` in this thread; collect_launches records the outcome
+        as it does a launch thread's."""
+        futures = []
+        with self._launch_lock:
+            for run in runs:
+                future: Future = Future()
+                self._launching[run.pk] = (run, future)
+                futures.append(future)
+        try:
+            results = self._launch_batch(runs)
+        except Exception as exc:  # noqa: BLE001 - reported on the runs
+            results = {run.pk: exc for run in runs}
+        for run, future in zip(runs, futures, strict=True):
+            future.set_result(results.get(run.pk))
 
     def _launch_queued(self, resource_id: int, size: int) -> None:
         """A launch thread: launch what the resource's queue holds, ``size`` runs

@@ -76,6 +76,26 @@ def test_runs_go_through_one_pilot_that_outlives_the_poller(poller, behave, pilo
         second.close()
 
 
+def test_a_run_for_a_pilot_up_on_this_host_is_handed_over_within_the_tick(
+    poller, behave, piloted, monkeypatch
+):
+    # The first run starts the pilot (through a launch thread: that takes SAGA).
+    assert run_to_end(poller, services.run_enqueue(definition=behave)).state == "SUCCEEDED"
+    assert pilots.record(piloted) is not None
+    threads = []
+    real = poller._launch_queued
+    monkeypatch.setattr(poller, "_launch_queued", lambda *a: (threads.append(a), real(*a))[1])
+    run = services.run_enqueue(definition=behave)
+    poller.tick()
+    # No wait for a launch thread's turn: when the tick is over, the run is with the pilot.
+    run.refresh_from_db()
+    assert threads == []
+    assert run.saga_job_id == f"pilot:{piloted.pk}" and run.run_directory
+    run = run_to_end(poller, run)
+    assert run.state == Run.State.SUCCEEDED, run.error
+    assert run.messages.filter(text="mode ok").count() == 1
+
+
 def _launchers_in(run_dir: str) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter():
