@@ -171,7 +171,7 @@ class Launching:
             # One question for the inputs of the batch, one read of the client
             # and of each program (a bundle's runs are often one definition).
             prefetch_related_objects(runs, "inputs")
-            sources: dict[str, tuple[Path, bytes]] = {"": (CLIENT_PATH, CLIENT_PATH.read_bytes())}
+            sources = _Sources()
             for run in runs:
                 try:
                     staged.append((run, self._stage(run, sources)))
@@ -276,20 +276,14 @@ class Launching:
         except OSError as exc:
             return ExecutorError(f"Could not hand the run to the pilot of {resource.name!r}: {exc}")
 
-    def _stage(self, run: Run, sources: dict[str, tuple[Path, bytes]] | None = None):
+    def _stage(self, run: Run, sources: _Sources | None = None):
         """Make the run directory, stage the program, the client and run.json;
-        answer the job to submit. ``sources``: the client (key "") and the
-        programs read for this batch so far, filled as programs are read."""
-        sources = {} if sources is None else sources
-        if "" not in sources:
-            sources[""] = (CLIENT_PATH, CLIENT_PATH.read_bytes())
+        answer the job to submit. ``sources``: what the batch read so far."""
+        sources = sources or _Sources()
         resource = run.resource
         files = rundirs.for_resource(resource)
         run_dir = files.run_dir(run.pk)
-        if run.definition.program not in sources:
-            path = run.definition.program_path()
-            sources[run.definition.program] = (path, path.read_bytes())
-        program, program_bytes = sources[run.definition.program]
+        program, program_bytes = sources.program(run.definition)
         needs = run.needs or {}
         run_json = {
             "v": 1,
@@ -320,7 +314,7 @@ class Launching:
         files.stage(
             run_dir,
             {
-                "scheduler_client.py": sources[""][1],
+                "scheduler_client.py": sources.client(),
                 program.name: program_bytes,
                 "run.json": json.dumps(run_json, indent=1).encode(),
             },
@@ -402,6 +396,26 @@ class Launching:
             pool = JobServicePool(resource, size=self.services_per_resource)
             self._pools[resource.pk] = pool
         return pool
+
+
+class _Sources:
+    """The client and the programs a batch stages, each found and read once (a
+    bundle's runs are often of one definition)."""
+
+    def __init__(self) -> None:
+        self._client: bytes | None = None
+        self._programs: dict[str, tuple[Path, bytes]] = {}
+
+    def client(self) -> bytes:
+        if self._client is None:
+            self._client = CLIENT_PATH.read_bytes()
+        return self._client
+
+    def program(self, definition) -> tuple[Path, bytes]:
+        if definition.program not in self._programs:
+            path = definition.program_path()
+            self._programs[definition.program] = (path, path.read_bytes())
+        return self._programs[definition.program]
 
 
 def _bundle_spec(specs, *, run_as: str = ""):

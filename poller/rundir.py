@@ -544,34 +544,25 @@ def _write_new(folder: Path, name: str, chunks, *, mode: int = 0o644) -> None:
     so whatever a program left under the name is replaced, never written through."""
     import secrets
 
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    target = folder / name
     try:
         # The usual case, a name nothing holds yet: made here, written in place.
         # O_EXCL never opens what is there (a file, a link, a FIFO).
-        fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        path, fd = target, os.open(target, flags, mode)
     except FileExistsError:
-        pass
-    else:
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for chunk in chunks:
-                    out.write(chunk)
-                os.fchmod(out.fileno(), mode)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(folder / name)
-            raise
-        return
-    tmp = folder / f".stage-{secrets.token_hex(8)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        path = folder / f".stage-{secrets.token_hex(8)}"
+        fd = os.open(path, flags, mode)
     try:
         with os.fdopen(fd, "wb") as out:
             for chunk in chunks:
                 out.write(chunk)
             os.fchmod(out.fileno(), mode)  # the umask may have taken bits away
-        os.replace(tmp, folder / name)
+        if path != target:
+            os.replace(path, target)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            os.unlink(path)
         raise
 
 

@@ -251,7 +251,7 @@ def runs_claim_due(
         if room.get(run.resource_id, 0) <= 0:
             continue
         limit = run.definition.max_concurrent_runs
-        if limit is not None and per_definition.get(run.definition_id, 0) >= limit:
+        if limit is not None and per_definition[run.definition_id] >= limit:
             continue
         if (
             run.recurrence_id
@@ -260,7 +260,7 @@ def runs_claim_due(
         ):
             continue
         room[run.resource_id] -= 1
-        per_definition[run.definition_id] = per_definition.get(run.definition_id, 0) + 1
+        per_definition[run.definition_id] += 1
         if run.recurrence_id:
             busy_recurrences.add(run.recurrence_id)
         chosen.append(run)
