@@ -287,10 +287,12 @@ def copy_one(
     max_file: int,
     max_run: int,
     room: int,
+    made: set[Path] | None = None,
 ) -> FileResult:
     """Copy one file into ``folder`` through a temporary name; never raises for the task's doing.
 
-    ``room`` is what is left of the per-run limit ``max_run``.
+    ``room`` is what is left of the per-run limit ``max_run``; ``made``: the
+    folders made (or found) so far in this pass.
     """
     label = f"Output file {item.name!r}"
     try:
@@ -317,7 +319,7 @@ def copy_one(
                 message=f"{label} ({size} bytes) would pass the per-run limit of {max_run} bytes "
                 "(SCHEDULER_MAX_RUN_BYTES); not brought home.",
             )
-        folder.mkdir(parents=True, exist_ok=True, mode=0o750)
+        _make_folder(folder, made if made is not None else set())
         target = folder / item.name
         # A leading dot: never a valid stored name, so a half copy is never served.
         tmp = folder / f".{item.name[:50]}.{uuid.uuid4().hex}.part"
@@ -356,6 +358,20 @@ def copy_one(
     )
 
 
+def _make_folder(folder: Path, made: set[Path]) -> None:
+    """``folder`` and its parents, once a pass (three folders a run; pathlib's
+    mkdir(parents=True) took a tenth of a busy poller's tick)."""
+    if folder in made:
+        return
+    try:
+        os.mkdir(folder, 0o750)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        os.makedirs(folder, 0o750, exist_ok=True)
+    made.add(folder)
+
+
 def collect_files(
     source: RunDirSource,
     run_dir: str,
@@ -379,6 +395,7 @@ def collect_files(
     )
     store_root = Path(store_root)
     total = 0
+    made: set[Path] = set()
     for item in wanted:
         result = copy_one(
             source,
@@ -389,6 +406,7 @@ def collect_files(
             max_file=max_file,
             max_run=max_run,
             room=max_run - total,
+            made=made,
         )
         if result.ok:
             total += result.size
@@ -404,13 +422,21 @@ def bring_files_home(run, rundir) -> list:
     Safe to call again (a sync event, then the end): rows are updated, never
     duplicated, and a warning already on the run is not repeated.
     """
-    from django.conf import settings
-
     from scheduler import services
 
     if not run.run_directory:
         return []
-    results = collect_files(
+    return services.run_record_files(run=run, results=copy_files_home(run, rundir))
+
+
+def copy_files_home(run, rundir) -> list[FileResult]:
+    """The copying half of bring_files_home, without the database: the results
+    to record (services.runs_record_files records a pass's runs together)."""
+    from django.conf import settings
+
+    if not run.run_directory:
+        return []
+    return collect_files(
         rundir,
         run.run_directory,
         store_root=Path(settings.SCHEDULER_FILE_ROOT),
@@ -421,4 +447,3 @@ def bring_files_home(run, rundir) -> list:
         patterns=(run.needs or {}).get("output_patterns", run.definition.output_patterns) or None,
         program=os.path.basename(run.definition.program),
     )
-    return services.run_record_files(run=run, results=results)

@@ -601,27 +601,41 @@ def run_record_files(*, run: Run, results: list) -> list[OutputFile]:
     a record to store, or a message why not). One row per run, kind and name:
     recording again updates, never duplicates; a warning already on the run is
     not repeated."""
-    existing = {(f.kind, f.name): f for f in OutputFile.objects.filter(run_id=run.pk)}
-    stored: list[OutputFile] = []
+    return runs_record_files(brought=[(run, results)])[run.pk]
+
+
+def runs_record_files(*, brought: list[tuple[Run, list]]) -> dict[int, list[OutputFile]]:
+    """run_record_files for several runs at once (the runs a poller's pass
+    found ended): one question for their rows and one insert for the new ones.
+    Answers the stored rows by run id."""
+    existing = {
+        (f.run_id, f.kind, f.name): f
+        for f in OutputFile.objects.filter(run_id__in=[run.pk for run, _ in brought])
+    }
+    stored: dict[int, list[OutputFile]] = {}
     new_rows: list[OutputFile] = []
-    for result in results:
-        if not result.ok:
-            continue
-        fields = result.record_fields()
-        row = existing.get((result.kind, result.name))
-        if row is None:
-            row = OutputFile(run=run, kind=result.kind, name=result.name, **fields)
-            new_rows.append(row)
-        elif any(getattr(row, k) != v for k, v in fields.items()):
-            for key, value in fields.items():
-                setattr(row, key, value)
-            row.save(update_fields=list(fields))
-        stored.append(row)
+    for run, results in brought:
+        rows = stored.setdefault(run.pk, [])
+        for result in results:
+            if not result.ok:
+                continue
+            fields = result.record_fields()
+            row = existing.get((run.pk, result.kind, result.name))
+            if row is None:
+                row = OutputFile(run=run, kind=result.kind, name=result.name, **fields)
+                new_rows.append(row)
+            elif any(getattr(row, k) != v for k, v in fields.items()):
+                for key, value in fields.items():
+                    setattr(row, key, value)
+                row.save(update_fields=list(fields))
+            rows.append(row)
     # ignore_conflicts: a bring-home running twice at once (sync, then the end)
     # keeps one row per (run, kind, name) through the unique constraint.
     OutputFile.objects.bulk_create(new_rows, ignore_conflicts=True)
-    problems = [r.message for r in results if not r.ok]
-    if problems:
+    for run, results in brought:
+        problems = [r.message for r in results if not r.ok]
+        if not problems:
+            continue
         # The poller's own warnings (no event number), not the task's messages.
         known = set(
             run.messages.filter(level="warning", seq__isnull=True).values_list("text", flat=True)

@@ -196,3 +196,68 @@ def test_a_long_lived_poller_opens_its_local_job_services_at_start(local_resourc
         assert (pool._created, pool._free.qsize()) == (2, 2)
     finally:
         p.close()
+
+
+def _ended_untracked(poller, definition, count: int) -> list[Run]:
+    """``count`` runs launched by the poller whose programs have all ended, and
+    whose ends the poller has not looked at yet."""
+    from poller import rundir
+
+    runs = [_queue(definition) for _ in range(count)]
+    poller.track = lambda: False  # launch, but do not follow them yet
+    try:
+
+        def all_ended():
+            dirs = [Run.objects.get(pk=run.pk).run_directory for run in runs]
+            return all(d and (Path(d) / rundir.EXIT_FILE).exists() for d in dirs)
+
+        tick_until(poller, all_ended, timeout=30)
+    finally:
+        del poller.track
+    time.sleep(0.5)  # the launchers exit just after they write their records
+    return runs
+
+
+def test_runs_found_ended_in_one_pass_are_finished_together(poller, behave):
+    # One at a time, the finishing writes were a third of a busy poller's work
+    # (bench/dispatch.py): a pass finishes the runs it found ended with one
+    # insert of all their file rows, in one transaction.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    runs = _ended_untracked(poller, behave, 3)
+    with CaptureQueriesContext(connection) as queries:
+        poller.track()
+    states = [Run.objects.get(pk=run.pk).state for run in runs]
+    assert states == [Run.State.SUCCEEDED] * 3
+    inserts = [
+        q["sql"] for q in queries if q["sql"].startswith("INSERT") and "outputfile" in q["sql"]
+    ]
+    assert len(inserts) == 1, inserts
+    for run in runs:
+        assert {f.name for f in run.files.all()} == {"result.txt", "stdout.txt", "stderr.txt"}
+
+
+def test_a_run_whose_finish_fails_holds_up_none_of_the_others(poller, behave, monkeypatch):
+    from django.db import DatabaseError
+
+    from poller import tracking
+
+    runs = _ended_untracked(poller, behave, 3)
+    real = services.run_finish
+
+    def fails_for_the_second(**kwargs):
+        if kwargs["run"].pk == runs[1].pk:
+            raise DatabaseError("injected: a write that failed")
+        return real(**kwargs)
+
+    monkeypatch.setattr(tracking.services, "run_finish", fails_for_the_second)
+    poller.track()
+    states = [Run.objects.get(pk=run.pk).state for run in runs]
+    assert states[0] == states[2] == Run.State.SUCCEEDED
+    assert states[1] not in Run.FINAL_STATES, "not finished, not lost: the next pass tries again"
+    monkeypatch.setattr(tracking.services, "run_finish", real)
+    poller.track()
+    run = Run.objects.get(pk=runs[1].pk)
+    assert run.state == Run.State.SUCCEEDED, run.error
+    assert run.files.count() == 3, "its files recorded once, though brought home twice"
