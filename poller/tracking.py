@@ -491,7 +491,7 @@ class Tracking:
                     # takes it at once, not at its next poll. (This poller's own
                     # next tick is a moment away: without the nudge it took all
                     # the room every time; tests/test_poller_postgres.py.)
-                    wake.nudge()
+                    wake.nudge(others=True)
         except Exception:
             if len(ending) == 1:
                 raise

@@ -36,19 +36,29 @@ def _wake_dir() -> Path:
     return Path(settings.SCHEDULER_WAKE_DIR)
 
 
-def nudge() -> None:
-    """Tell the pollers that a run was queued (or made due), once its transaction commits."""
+def _me() -> str:
+    """This process, as a nudge names its sender."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def nudge(*, others: bool = False) -> None:
+    """Tell the pollers that a run was queued (or made due), once its transaction
+    commits. ``others``: not this process (a poller that freed room under a
+    limit has its own next tick a moment away; woken by itself, it ticked
+    without pause and did more work a run)."""
     try:
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
-                cursor.execute(f"NOTIFY {CHANNEL}")  # delivered at commit
+                # Delivered at commit; the payload names the sender.
+                cursor.execute(f"NOTIFY {CHANNEL}, %s", [_me() if others else ""])
         else:
-            transaction.on_commit(_nudge_sockets)
+            skip = f"{os.getpid()}.sock" if others else ""
+            transaction.on_commit(lambda: _nudge_sockets(skip))
     except Exception:  # noqa: BLE001 - a hint; never fail the caller for it
         logger.debug("could not nudge the pollers", exc_info=True)
 
 
-def _nudge_sockets() -> None:
+def _nudge_sockets(skip: str = "") -> None:
     try:
         entries = list(os.scandir(_wake_dir()))
     except OSError:
@@ -56,7 +66,7 @@ def _nudge_sockets() -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.setblocking(False)
         for entry in entries:
-            if not entry.name.endswith(".sock"):
+            if not entry.name.endswith(".sock") or entry.name == skip:
                 continue
             try:
                 sock.sendto(b"!", entry.path)
@@ -126,17 +136,18 @@ class Waker:
             return False
         woken = False
         for key, _ in self._selector.select(max(0.0, timeout)):
-            woken = True
             if key.data == "socket":
+                woken = True
                 with contextlib.suppress(BlockingIOError, OSError):
                     while self._socket.recv(64):
                         pass
             else:
                 pgconn = self._listener.pgconn
+                me = _me().encode()
                 with contextlib.suppress(Exception):
                     pgconn.consume_input()
-                    while pgconn.notifies() is not None:
-                        pass
+                    while (notify := pgconn.notifies()) is not None:
+                        woken = woken or notify.extra != me  # not its own (nudge(others=True))
         if woken:
             self.nudges += 1
         return woken

@@ -186,3 +186,46 @@ def test_queueing_a_run_wakes_a_listening_waker(local_resource, settings):
         assert waker.wait(0.2) is False
     finally:
         waker.close()
+
+
+def test_a_nudge_for_the_others_wakes_another_poller_not_its_sender(local_resource, settings):
+    """A poller that finished runs (room under a limit) nudges the other pollers,
+    not itself: woken by itself, a busy poller ticked without a pause and spent
+    more CPU a run (bench/dispatch.py). On the suite's database."""
+    import socket
+
+    from django.db import connection
+
+    from scheduler import wake
+
+    settings.SCHEDULER_WAKE_DIR = Path(tempfile.mkdtemp(prefix="wake-"))
+    waker = wake.Waker()
+    other = listener = None
+    try:
+        if connection.vendor == "postgresql":
+            import psycopg
+
+            params = connection.get_connection_params()
+            for key in ("cursor_factory", "context", "prepare_threshold"):
+                params.pop(key, None)
+            listener = psycopg.connect(**params, autocommit=True)
+            listener.execute(f"LISTEN {wake.CHANNEL}")
+        else:
+            other = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            other.bind(str(settings.SCHEDULER_WAKE_DIR / "another-poller.sock"))
+            other.settimeout(5)
+        wake.nudge(others=True)
+        assert waker.wait(0.3) is False, "the sender is not woken by its own nudge"
+        if listener is not None:
+            notices = list(listener.notifies(timeout=5, stop_after=1))
+            assert [n.channel for n in notices] == [wake.CHANNEL]
+        else:
+            assert other.recv(64) == b"!"
+        wake.nudge()  # a queued run: every poller, the sender too
+        assert waker.wait(5) is True
+    finally:
+        waker.close()
+        if other is not None:
+            other.close()
+        if listener is not None:
+            listener.close()
