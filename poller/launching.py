@@ -98,14 +98,12 @@ class Launching:
                         resource_id
                     )
                 if inline:
-                    self._launch_here(group)
+                    self._launch_answering(self._launching_now(group))
                     continue
+            batch = self._launching_now(group)
             with self._launch_lock:
                 queued = self._queued.setdefault(resource_id, [])
-                for run in group:
-                    future: Future = Future()
-                    self._launching[run.pk] = (run, future)
-                    queued.append((run, future))
+                queued += batch
                 running = self._launchers.get(resource_id, 0)
                 wanted = min(pool.size, -(-len(queued) // size))
                 for _ in range(max(0, wanted - running)):
@@ -123,20 +121,24 @@ class Launching:
         except Exception:  # noqa: BLE001 - then the launch threads find out
             return False
 
-    def _launch_here(self, runs: list[Run]) -> None:
-        """Launch ``runs`` in this thread; collect_launches records the outcome
-        as it does a launch thread's."""
-        futures = []
+    def _launching_now(self, runs: list[Run]) -> list[tuple[Run, Future]]:
+        """Note ``runs`` as launching (collect_launches reports them); answers
+        each with the future its launch answers. Takes _launch_lock: call it
+        without holding that lock."""
+        batch = [(run, Future()) for run in runs]
         with self._launch_lock:
-            for run in runs:
-                future: Future = Future()
+            for run, future in batch:
                 self._launching[run.pk] = (run, future)
-                futures.append(future)
+        return batch
+
+    def _launch_answering(self, batch: list[tuple[Run, Future]]) -> None:
+        """Launch the runs of ``batch`` and answer each one's future: the
+        exception that kept it from starting, or None."""
         try:
-            results = self._launch_batch(runs)
+            results = self._launch_batch([run for run, _ in batch])
         except Exception as exc:  # noqa: BLE001 - reported on the runs
-            results = {run.pk: exc for run in runs}
-        for run, future in zip(runs, futures, strict=True):
+            results = {run.pk: exc for run, _ in batch}
+        for run, future in batch:
             future.set_result(results.get(run.pk))
 
     def _launch_queued(self, resource_id: int, size: int) -> None:
@@ -150,12 +152,7 @@ class Launching:
                         self._launchers[resource_id] -= 1
                         return
                     batch, self._queued[resource_id] = queued[:size], queued[size:]
-                try:
-                    results = self._launch_batch([run for run, _ in batch])
-                except Exception as exc:  # noqa: BLE001 - reported on the runs
-                    results = {run.pk: exc for run, _ in batch}
-                for run, future in batch:
-                    future.set_result(results.get(run.pk))
+                self._launch_answering(batch)
         except BaseException:
             with self._launch_lock:
                 self._launchers[resource_id] -= 1

@@ -135,19 +135,18 @@ class Tracking:
         # Runs of one bundle share a SAGA job: ask about it once a pass.
         self._job_states = {}
         # The runs this pass finds ended: finished together at its end (_finish).
-        self._ending = []
+        self._ending = ending = []
         try:
             found = self._track_all()
-            ending, self._ending = self._ending, None
-            if ending:
-                try:
-                    self._finish_all(ending)
-                except Exception:  # the next pass tries again
-                    logger.exception("finishing run %s failed", _pks(ending))
-            return found
         finally:
             self._job_states = None
             self._ending = None
+        if ending:
+            try:
+                self._finish_all(ending)
+            except Exception:  # the next pass tries again
+                logger.exception("finishing run %s failed", _pks(ending))
+        return found
 
     def _track_all(self) -> bool:
         mine = (

@@ -41,6 +41,11 @@ def _me() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _socket_name(pid: int) -> str:
+    """The name of a poller's wake socket in SCHEDULER_WAKE_DIR."""
+    return f"{pid}.sock"
+
+
 def nudge(*, others: bool = False) -> None:
     """Tell the pollers that a run was queued (or made due), once its transaction
     commits. ``others``: not this process (a poller that freed room under a
@@ -52,7 +57,7 @@ def nudge(*, others: bool = False) -> None:
                 # Delivered at commit; the payload names the sender.
                 cursor.execute(f"NOTIFY {CHANNEL}, %s", [_me() if others else ""])
         else:
-            skip = f"{os.getpid()}.sock" if others else ""
+            skip = _socket_name(os.getpid()) if others else ""
             transaction.on_commit(lambda: _nudge_sockets(skip))
     except Exception:  # noqa: BLE001 - a hint; never fail the caller for it
         logger.debug("could not nudge the pollers", exc_info=True)
@@ -111,7 +116,7 @@ class Waker:
         folder = _wake_dir()
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{os.getpid()}.sock"
+            path = folder / _socket_name(os.getpid())
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
