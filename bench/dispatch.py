@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import psutil
-from common import PY, ROOT, make_site, setup_django
+from common import BENCH_DIR, PY, ROOT, make_site, mkdir_cost, scratch, setup_django
 
 
 def machine_cpu() -> float:
@@ -34,7 +34,7 @@ def machine_cpu() -> float:
 
 def run_dirs(n: int) -> tuple[Path, list[str]]:
     """n staged run directories of the trivial program, as the poller stages them."""
-    work = Path(tempfile.mkdtemp(prefix="scheduler-bare-"))
+    work = scratch("scheduler-bare-")
     client = ROOT / "task_programs" / "scheduler_client.py"
     program = ROOT / "bench" / "programs" / "trivial.py"
     dirs = []
@@ -206,9 +206,19 @@ def main() -> None:
     proc = psutil.Process(poller.pid)
     poller_cpu0 = sum(proc.cpu_times()[:2])
     cpu0 = machine_cpu()
+    pilot_proc = None
+    if args.pilot:
+        from poller import pilots
+
+        pid = (pilots.record(local) or {}).get("pid")
+        pilot_proc = psutil.Process(pid) if pid else None
+    pilot_cpu0 = sum(pilot_proc.cpu_times()[:2]) if pilot_proc else 0.0
+    me = psutil.Process()
     start = time.monotonic()
+    me_cpu0 = sum(me.cpu_times()[:2])
     for _ in range(args.runs):
         services.run_enqueue(definition=definition)
+    enqueue_cpu = sum(me.cpu_times()[:2]) - me_cpu0
     peak_rss = 0
     while True:
         done = Run.objects.filter(state__in=Run.FINAL_STATES).count()
@@ -221,6 +231,7 @@ def main() -> None:
     elapsed = time.monotonic() - start
     cpu = machine_cpu() - cpu0
     poller_cpu = sum(proc.cpu_times()[:2]) - poller_cpu0
+    pilot_cpu = sum(pilot_proc.cpu_times()[:2]) - pilot_cpu0 if pilot_proc else 0.0
     poller.terminate()
     poller.wait(timeout=60)
     if args.pilot:
@@ -258,6 +269,11 @@ def main() -> None:
         f"poller process {poller_cpu / args.runs * 1000:.1f} ms"
     )
     print(
+        f"CPU per run, more: the pilot process {pilot_cpu / args.runs * 1000:.1f} ms (its "
+        f"launchers and programs not counted), queuing the runs (run_enqueue, in the bench) "
+        f"{enqueue_cpu / args.runs * 1000:.1f} ms"
+    )
+    print(
         f"bare xargs -P 2 with the same launcher: {bare_rate:.1f} runs/s, "
         f"{bare_cpu * 1000:.1f} ms CPU per run"
     )
@@ -277,6 +293,11 @@ def main() -> None:
         f"{floor_rate:.1f} runs/s, {floor_cpu * 1000:.1f} ms CPU per run"
     )
     print(f"ratio poller/fork floor: {rate / floor_rate:.2f}")
+    print(
+        f"mkdir in the bench's folder ({BENCH_DIR}): {mkdir_cost(BENCH_DIR) * 1e6:.0f} us; "
+        f"in {tempfile.gettempdir()}: {mkdir_cost(Path(tempfile.gettempdir())) * 1e6:.0f} us "
+        "(the poller makes 6 folders a run, staged and home; the fork floor's are made before its clock)"
+    )
 
 
 if __name__ == "__main__":

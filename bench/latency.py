@@ -20,11 +20,10 @@ import re
 import shutil
 import statistics
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-from common import PY, ROOT, make_site, setup_django
+from common import PY, ROOT, make_site, scratch, setup_django
 
 
 def _first_line_at(path: Path) -> float | None:
@@ -41,7 +40,7 @@ def _first_line_at(path: Path) -> float | None:
 def bare(due_offsets: list[float]) -> list[float]:
     """The baseline: a plain loop that sleeps until each due time and starts the
     same launcher and program with Popen, no database, no SAGA."""
-    work = Path(tempfile.mkdtemp(prefix="scheduler-bare-latency-"))
+    work = scratch("scheduler-bare-latency-")
     client = ROOT / "task_programs" / "scheduler_client.py"
     program = ROOT / "bench" / "programs" / "first_line.py"
     base = time.time() + 1
