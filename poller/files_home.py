@@ -1,7 +1,7 @@
 """Bring a run's registered outputs, stdout and stderr home into the file store.
 
-Files land in ``SCHEDULER_FILE_ROOT/<run id>/<kind>/<name>`` through a temporary
-name and a rename, with size, SHA-256 and content type recorded. Nothing a task
+Files land in ``SCHEDULER_FILE_ROOT/<run id>/<kind>/<name>`` (over an earlier
+copy, through a temporary name and a rename), with size, SHA-256 and content type recorded. Nothing a task
 does can make the poller copy a file from outside its run directory: names are
 checked, links are never followed (also not in a parent folder), and per-file
 and per-run size limits apply. Every refusal is a message for the operator,
@@ -321,13 +321,24 @@ def copy_one(
             )
         _make_folder(folder, made if made is not None else set())
         target = folder / item.name
-        # A leading dot: never a valid stored name, so a half copy is never served.
-        tmp = folder / f".{item.name[:50]}.{uuid.uuid4().hex}.part"
         limit = min(max_file, room)
         digest = hashlib.sha256()
         copied = 0
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            with open(tmp, "wb") as out:
+            # A name nothing holds yet is written in place: no row names the
+            # file before this copy is recorded, so a half copy is never served
+            # (a crash leaves one without a row; the next copy replaces it).
+            # A name that is there (an earlier copy of this run, whose row may
+            # be served now) is replaced through a temporary name and a rename;
+            # a leading dot is never a valid stored name. This saved a rename
+            # a file on the busy path (bench/dispatch.py).
+            tmp, fd = target, os.open(target, flags, 0o666)
+        except FileExistsError:
+            tmp = folder / f".{item.name[:50]}.{uuid.uuid4().hex}.part"
+            fd = os.open(tmp, flags, 0o666)
+        try:
+            with open(fd, "wb") as out:
                 # From the descriptor that was checked, never by its path again.
                 for chunk in opened.chunks(limit + 1):
                     copied += len(chunk)
@@ -336,7 +347,8 @@ def copy_one(
                         raise RefusedFile(f"it grew past the {which} limit while it was copied")
                     digest.update(chunk)
                     out.write(chunk)
-            os.replace(tmp, target)
+            if tmp != target:
+                os.replace(tmp, target)
         except FileNotFoundError:
             tmp.unlink(missing_ok=True)
             return FileResult(
@@ -396,6 +408,9 @@ def collect_files(
     store_root = Path(store_root)
     total = 0
     made: set[Path] = set()
+    if wanted:
+        # The run's folder first: each kind's folder is then one mkdir.
+        _make_folder(store_root / run_key, made)
     for item in wanted:
         result = copy_one(
             source,

@@ -375,3 +375,62 @@ def test_the_registered_outputs_are_read_a_bounded_piece_at_a_time(run_dir, stor
     assert outputs == [("part0.txt", "outputs/part0.txt"), ("part1.txt", "outputs/part1.txt")]
     assert (over, first_over) == (1, "part2.txt")
     assert len(source.pieces) >= 3 and max(source.pieces) <= MAX_LINE_BYTES
+
+
+def test_a_first_copy_is_written_in_place_and_a_later_one_replaces_it_by_a_rename(
+    run_dir, store, monkeypatch
+):
+    """No row names a file before its first copy is recorded, so that copy goes
+    straight to its name (one rename a file less on the busy path); a copy over
+    a stored file, whose row may be served meanwhile, never writes into it."""
+    _write(run_dir, "outputs/report.csv", b"one\n")
+    _write(run_dir, "stdout.txt", b"printed\n")
+    _register(run_dir, ("report.csv", "outputs/report.csv"))
+    renames = []
+    real_replace = os.replace
+    monkeypatch.setattr(
+        "poller.files_home.os.replace",
+        lambda src, dst: (renames.append((Path(src).name, Path(dst).name)), real_replace(src, dst)),
+    )
+    first = _collect(run_dir, store)
+    assert renames == []
+    assert (store / first["report.csv"].stored_path).read_bytes() == b"one\n"
+    served = store / first["report.csv"].stored_path
+    served_inode = served.stat().st_ino
+    _write(run_dir, "outputs/report.csv", b"two\n")
+    again = _collect(run_dir, store)
+    assert sorted(dst for _, dst in renames) == ["report.csv", "stdout.txt"]
+    assert all(src.startswith(".") and src.endswith(".part") for src, _ in renames)
+    assert (store / again["report.csv"].stored_path).read_bytes() == b"two\n"
+    # A new file took the name: whoever had the first open still reads "one".
+    assert served.stat().st_ino != served_inode
+    assert _stored_files(store) == ["1/output/report.csv", "1/stdout/stdout.txt"]
+
+
+def test_a_half_copy_left_by_a_crash_is_replaced_by_the_next_copy(run_dir, store):
+    _write(run_dir, "outputs/report.csv", b"the whole file\n")
+    _register(run_dir, ("report.csv", "outputs/report.csv"))
+    _write(store, "1/output/report.csv", b"the wh")  # a poller killed mid-copy
+    results = _collect(run_dir, store)
+    assert results["report.csv"].ok
+    assert results["report.csv"].sha256 == hashlib.sha256(b"the whole file\n").hexdigest()
+    assert (store / "1/output/report.csv").read_bytes() == b"the whole file\n"
+
+
+def test_a_first_copy_refused_midway_leaves_nothing_under_its_name(run_dir, store, monkeypatch):
+    """Written in place, a copy that grows past the limit is removed again."""
+    _write(run_dir, "outputs/big.bin", b"x" * 100)
+    _register(run_dir, ("big.bin", "outputs/big.bin"))
+    from poller import rundir
+
+    real_chunks = rundir.OpenedFile.chunks
+
+    def growing(self, limit):
+        yield from real_chunks(self, limit)
+        yield b"y" * 200  # it grew after its size was checked
+
+    monkeypatch.setattr(rundir.OpenedFile, "chunks", growing)
+    results = _collect(run_dir, store, max_file=150)
+    assert not results["big.bin"].ok
+    assert "grew past the per-file limit" in results["big.bin"].message
+    assert _stored_files(store) == []
