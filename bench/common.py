@@ -16,9 +16,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 # Where a bench's throw-away site and staged directories go: var/bench beside
 # the code, where a site keeps its files by default (SCHEDULER_VAR_DIR), not
-# /tmp. On the machine these benches were written on, a mkdir in /tmp took
-# 0.37-0.63 ms against 17-27 us elsewhere on the same ext4 disk, and a run
-# makes six or seven folders; bench/dispatch.py prints both figures.
+# /tmp. What a mkdir costs on this machine's disk moves from minute to minute
+# (21-266 us in /tmp and in var/bench alike over one hour), and a run costs the
+# poller a dozen such metadata writes inside the clock; bench/dispatch.py prints
+# the figure of the moment beside its results.
 BENCH_DIR = Path(os.environ.get("SCHEDULER_BENCH_DIR", ROOT / "var" / "bench"))
 
 
