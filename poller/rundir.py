@@ -557,7 +557,10 @@ def _write_new(folder: Path, name: str, chunks, *, mode: int = 0o644) -> None:
         with os.fdopen(fd, "wb") as out:
             for chunk in chunks:
                 out.write(chunk)
-            os.fchmod(out.fileno(), mode)  # the umask may have taken bits away
+            if os.fstat(out.fileno()).st_mode & 0o7777 != mode:
+                # The umask took bits away. Only then: a chmod is one more
+                # metadata write, three a staged run (bench/dispatch.py).
+                os.fchmod(out.fileno(), mode)
         if path != target:
             os.replace(path, target)
     except BaseException:

@@ -149,6 +149,30 @@ def test_staging_keeps_the_executable_bit_and_never_writes_through_a_planted_lin
     assert "input in.txt 1 x" in _summary(run)
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_staged_files_get_their_modes_whatever_the_umask_with_a_chmod_only_when_needed(
+    tmp_path, monkeypatch, umask
+):
+    """A chmod is a metadata write: staging asks for one only when the umask
+    took bits away from the mode a file needs."""
+    from poller import rundir
+
+    chmods = []
+    real_fchmod = os.fchmod
+    monkeypatch.setattr(
+        rundir.os, "fchmod", lambda fd, mode: (chmods.append(mode), real_fchmod(fd, mode))
+    )
+    old = os.umask(umask)
+    try:
+        rundir._write_new(tmp_path, "program.sh", [b"#!/bin/sh\n"], mode=0o755)
+        rundir._write_new(tmp_path, "run.json", [b"{}"], mode=0o644)
+    finally:
+        os.umask(old)
+    assert oct(os.stat(tmp_path / "program.sh").st_mode & 0o7777) == "0o755"
+    assert oct(os.stat(tmp_path / "run.json").st_mode & 0o7777) == "0o644"
+    assert chmods == ([] if umask == 0o022 else [0o755, 0o644])
+
+
 def test_a_run_feeds_the_next_and_a_hidden_run_cannot_be_taken_from(poller, work, roles):
     first = run_to_end(poller, services.run_enqueue(definition=work))
     out = first.files.get(name="results__summary.csv")
