@@ -422,7 +422,10 @@ class Pilots:
                 str(cores),
                 "--idle",
                 str(int(settings.SCHEDULER_PILOT_IDLE_SECONDS)),
-                *([] if here else ["--poll", str(REMOTE_POLL_SECONDS)]),
+                # On this host the poller watches the launchers itself: no
+                # ended/ marks, which nobody here removed (7 days of runs,
+                # one file each) and which cost a file a run.
+                *(["--no-ended"] if here else ["--poll", str(REMOTE_POLL_SECONDS)]),
             ],
             working_directory=where.path,
             output="pilot.out",

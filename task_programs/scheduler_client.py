@@ -771,7 +771,8 @@ def pilot(argv):
     come and forks a launcher for each, as a bundle does, never more at once
     than its cores.
 
-    ``scheduler_client.py pilot HOME [--cores N] [--idle SECONDS] [--poll SECONDS]``.
+    ``scheduler_client.py pilot HOME [--cores N] [--idle SECONDS] [--poll SECONDS]
+    [--no-ended]``.
     HOME holds ``inbox/`` (one entry per run to start: a file named by the
     run's id that holds the run directory's path, put in place by a rename),
     the FIFO ``wake`` (a byte there means "look at the inbox now"; it also
@@ -780,7 +781,8 @@ def pilot(argv):
     that run's launcher, SIGTERM to its process group, SIGKILL 5 s later),
     ``ended/`` (an entry named by a run's id once its launcher ended and was
     reaped here: what a poller that cannot see this host's processes goes
-    by), ``pilot.lock`` (held while it runs: one pilot per HOME) and
+    by; ``--no-ended``: none, for a pilot whose poller runs on its host and
+    watches the launchers itself), ``pilot.lock`` (held while it runs: one pilot per HOME) and
     ``pilot.json`` (pid, cores, started and alive times, runs going). It makes
     a session of its own, so it outlives the job service that started it and
     the poller; it ends when nothing has run nor come for ``--idle`` seconds
@@ -790,12 +792,15 @@ def pilot(argv):
 
     if not argv:
         sys.stderr.write("usage: scheduler_client.py pilot HOME [--cores N] [--idle SECONDS]"
-                         " [--poll SECONDS]\n")
+                         " [--poll SECONDS] [--no-ended]\n")
         return 2
     home = os.path.abspath(argv[0])
-    cores, idle, poll = 1, 300.0, 1.0
+    cores, idle, poll, mark_ended = 1, 300.0, 1.0, True
     rest = argv[1:]
     while rest:
+        if rest[0] == "--no-ended":
+            mark_ended, rest = False, rest[1:]
+            continue
         flag, value, rest = rest[0], rest[1] if len(rest) > 1 else "", rest[2:]
         if flag == "--cores":
             cores = max(1, int(value))
@@ -878,7 +883,8 @@ def pilot(argv):
                 child = children.pop(pid, None)
                 if child is not None:
                     _launcher_ended(child[0], status)
-                    _touch(os.path.join(ended, child[1]))
+                    if mark_ended:
+                        _touch(os.path.join(ended, child[1]))
                     _remove(os.path.join(cancels, child[1]))
                     ending.pop(pid, None)
             if stopping and not children:

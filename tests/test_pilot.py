@@ -59,6 +59,15 @@ def test_runs_go_through_one_pilot_that_outlives_the_poller(poller, behave, pilo
     pid = _pilot_pid(piloted)
     assert pid and psutil.pid_exists(pid)
     assert "pilot" in psutil.Process(pid).cmdline()
+    # Once it has reaped the twelve launchers, a pilot on the poller's host has
+    # left no ended/ marks: that poller watches the launchers itself, and no
+    # one here removed them (they stayed 7 days, a file a run).
+    deadline = time.monotonic() + 10
+    while psutil.Process(pid).children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    assert not psutil.Process(pid).children()
+    assert sorted(os.listdir(pilots.home(piloted) / "ended")) == []
     # Its own session: the job service's shell (and the poller) may go.
     assert os.getsid(pid) == pid
     poller.close()
