@@ -129,6 +129,11 @@ class RunDirs:
     def _read(self, run_dir: str, name: str, *, offset: int, limit: int, tail: bool) -> bytes:
         raise NotImplementedError
 
+    def holding(self):
+        """Within, a run directory's reads may share what they open
+        (LocalRunDirs.holding); elsewhere nothing changes."""
+        return contextlib.nullcontext(self)
+
     def read_from(
         self, run_dir: str, name: str, offset: int, limit: int = EVENTS_READ_BYTES
     ) -> bytes:
@@ -161,6 +166,27 @@ class LocalRunDirs(RunDirs):
         )
         self.run_as = getattr(resource, "run_as", "") or ""
         self._uid: int | None = None
+        # Run directory -> its descriptor, while holding() (see there).
+        self._held: dict[str, int] | None = None
+
+    @contextlib.contextmanager
+    def holding(self):
+        """Within, each run directory is opened once, the first time a read
+        needs it, and that descriptor serves the other reads: a tracking pass
+        reads a run's events, its exit record and its launch record, and
+        opening the root and the directory for each was two thirds of the
+        opens of a busy poller. A directory swapped meanwhile is not followed
+        any more than before: the one read from is the one first opened."""
+        if self._held is not None:
+            yield self
+            return
+        self._held = {}
+        try:
+            yield self
+        finally:
+            held, self._held = self._held, None
+            for fd in held.values():
+                os.close(fd)
 
     @property
     def expected_uid(self) -> int:
@@ -235,7 +261,16 @@ class LocalRunDirs(RunDirs):
 
     def _open_dir(self, run_dir: str) -> int:
         """The run directory itself, never through a link in its last step (a
-        program may replace its own directory; the root is the site's)."""
+        program may replace its own directory; the root is the site's). The
+        caller closes the descriptor."""
+        if self._held is None:
+            return self._open_dir_now(run_dir)
+        fd = self._held.get(run_dir)
+        if fd is None:
+            fd = self._held[run_dir] = self._open_dir_now(run_dir)
+        return os.dup(fd)
+
+    def _open_dir_now(self, run_dir: str) -> int:
         head, tail = os.path.split(run_dir.rstrip("/"))
         parent = os.open(head or "/", os.O_RDONLY | os.O_DIRECTORY)
         try:

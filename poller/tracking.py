@@ -182,8 +182,12 @@ class Tracking:
         return found
 
     def track_run(self, run: Run) -> bool:
-        flight = self._flights.setdefault(run.pk, _Flight())
         files = rundirs.for_resource(run.resource)
+        with files.holding():  # the run directory opened once for this run's reads
+            return self._track_run(run, files)
+
+    def _track_run(self, run: Run, files) -> bool:
+        flight = self._flights.setdefault(run.pk, _Flight())
         if flight.launched is None and run.resource.is_local():
             # The launcher as first seen: a record rewritten later (by another
             # program that can write here) does not change whose end is awaited.

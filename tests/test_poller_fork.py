@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
+import os
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -39,6 +42,40 @@ def test_a_successful_run_ends_succeeded_with_messages_progress_and_files(poller
     assert stored == b"fine\n"
     assert result.sha256 == hashlib.sha256(b"fine\n").hexdigest() and result.size == 5
     assert run.files.filter(kind="stdout").exists() and run.files.filter(kind="stderr").exists()
+
+
+def test_a_pass_opens_a_run_directory_once_for_all_its_reads(poller, behave, monkeypatch):
+    """Events, exit record, launch record and the files home of one run in one
+    tracking pass come through one opening of its directory (LocalRunDirs.holding),
+    not one for each read; nothing is left open after the pass."""
+    from poller import rundir
+
+    opened: list[tuple[int, str]] = []
+    passes = [0]
+    real_open, real_track = rundir.LocalRunDirs._open_dir_now, poller.track
+
+    def counting_open(self, run_dir):
+        opened.append((passes[0], run_dir))
+        return real_open(self, run_dir)
+
+    def counting_track():
+        passes[0] += 1
+        return real_track()
+
+    monkeypatch.setattr(rundir.LocalRunDirs, "_open_dir_now", counting_open)
+    monkeypatch.setattr(poller, "track", counting_track)
+    run = run_to_end(poller, _queue(behave))
+    assert run.state == Run.State.SUCCEEDED, run.error
+    mine = [key for key in opened if key[1] == run.run_directory and key[0] > 0]
+    assert mine, "the run was never read in a pass"
+    # Before: three or more a pass (events, exit record, each file brought home).
+    assert max(Counter(mine).values()) == 1, Counter(mine)
+    assert run.files.filter(kind="output", name="result.txt").exists()
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            held.append(os.readlink(f"/proc/self/fd/{fd}"))
+    assert not [path for path in held if path.startswith(run.run_directory)]
 
 
 def test_a_non_zero_exit_fails_with_the_tail_of_stderr(poller, behave):
