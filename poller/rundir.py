@@ -427,7 +427,25 @@ class LocalRunDirs(RunDirs):
         return None
 
     def launcher_alive(self, run_dir: str, record: dict | None = None) -> bool:
-        return self._launcher(run_dir, record) is not None
+        record = record or self.launched_record(run_dir)
+        if record is None:
+            return False
+        pid = record.get("pid")
+        seen = _proc_state(pid)
+        if seen is _ENDED:
+            # Gone or a zombie: ended, whoever had the pid. Asked of every run
+            # found with an exit record, this is the usual answer: one read of
+            # /proc, not psutil's five or six (command line, parent, start time).
+            return False
+        key = (pid, run_dir)
+        if seen is not None and _LAUNCHERS_SEEN.get(key) == seen:
+            return True  # the very process found to be this run's launcher before
+        alive = self._launcher(run_dir, record) is not None
+        if alive and seen is not None:
+            if len(_LAUNCHERS_SEEN) >= 10_000:
+                _LAUNCHERS_SEEN.clear()
+            _LAUNCHERS_SEEN[key] = seen
+        return alive
 
     def launcher_gone(self, run_dir: str, record: dict | None = None) -> bool:
         """The cheap check of every tick: the launcher's pid (in ``record`` as the
@@ -444,6 +462,35 @@ class LocalRunDirs(RunDirs):
         except PermissionError:
             return False
         return False
+
+
+_HAVE_PROC = os.path.exists("/proc/self/stat")
+_ENDED = b"ended"
+# (pid, run directory) -> the start time (/proc/PID/stat) of a process found to
+# be that run's launcher: while that pid has that start time, it is that same
+# process (a reused pid starts later), and the whole check is not asked again.
+_LAUNCHERS_SEEN: dict[tuple[int, str], bytes] = {}
+
+
+def _proc_state(pid) -> bytes | None:
+    """What /proc says of process ``pid``: _ENDED when there is none or it is a
+    zombie, else its start time (clock ticks since boot, as bytes); None when
+    it cannot be told (no /proc, not a pid): psutil decides then."""
+    if not _HAVE_PROC or not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read(4096)
+    except FileNotFoundError:
+        return _ENDED
+    except OSError:
+        return None
+    # "pid (command) S ...": the command may hold anything; the fields after
+    # its last ")" are the state (field 3) ... the start time (field 22).
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if len(fields) < 20:
+        return None
+    return _ENDED if fields[0] == b"Z" else fields[19]
 
 
 def _is_launcher_of(proc, run_dir: str, started_at: str | None = None) -> bool:
