@@ -1,11 +1,12 @@
 """Bring a run's registered outputs, stdout and stderr home into the file store.
 
 Files land in ``SCHEDULER_FILE_ROOT/<run id>/<kind>/<name>`` (over an earlier
-copy, through a temporary name and a rename), with size, SHA-256 and content type recorded. Nothing a task
-does can make the poller copy a file from outside its run directory: names are
-checked, links are never followed (also not in a parent folder), and per-file
-and per-run size limits apply. Every refusal is a message for the operator,
-never an exception that stops the poller.
+copy, through a temporary name and a rename), with size, SHA-256 and content
+type recorded. Nothing a task does can make the poller copy a file from
+outside its run directory: names are checked, links are never followed (also
+not in a parent folder), and per-file and per-run size limits apply. Every
+refusal is a message for the operator, never an exception that stops the
+poller.
 
 Two layers:
 

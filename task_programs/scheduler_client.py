@@ -782,8 +782,8 @@ def pilot(argv):
     ``ended/`` (an entry named by a run's id once its launcher ended and was
     reaped here: what a poller that cannot see this host's processes goes
     by; ``--no-ended``: none, for a pilot whose poller runs on its host and
-    watches the launchers itself), ``pilot.lock`` (held while it runs: one pilot per HOME) and
-    ``pilot.json`` (pid, cores, started and alive times, runs going). It makes
+    watches the launchers itself), ``pilot.lock`` (held while it runs: one
+    pilot per HOME) and ``pilot.json`` (pid, cores, started and alive times, runs going). It makes
     a session of its own, so it outlives the job service that started it and
     the poller; it ends when nothing has run nor come for ``--idle`` seconds
     (default 300), or on SIGTERM once its launchers have ended."""

@@ -91,5 +91,5 @@ def test_a_launcher_found_once_is_known_by_its_start_time_until_its_pid_is_reuse
 
 
 @pytest.mark.parametrize("pid", [None, "12", True, 0, -1])
-def test_a_pid_that_is_not_one_goes_to_the_whole_check(pid):
+def test_proc_cannot_tell_of_a_pid_that_is_not_one_and_psutil_decides(pid):
     assert rundir._proc_state(pid) is None
