@@ -181,6 +181,9 @@ class Launching:
             piloted = [(run, spec) for run, spec in staged if pilots.eligible(run)]
             if piloted and not self._pilots.ensure(resource, pool):
                 piloted = []
+            # A run whose timeout the batch pilot's time left would cut goes
+            # as a job of its own instead of waiting for the next pilot.
+            piloted = [pair for pair in piloted if self._pilots.fits(resource, pair[0])]
             rest = [pair for pair in staged if pair not in piloted]
             staged = piloted + rest
             answers = []
@@ -292,6 +295,9 @@ class Launching:
             "environment": dict((run.needs or {}).get("environment") or {}),
             "cores": run.cores,
             "memory_mb": (run.needs or {}).get("memory_mb"),
+            # A batch pilot starts a run only if it can end before the pilot's
+            # wall time does (scheduler_client.pilot --wall).
+            "timeout_seconds": run.effective_timeout,
         }
         if needs.get("mpi"):
             run_json["mpi_starter"] = resource.mpi_starter_for(run.cores)

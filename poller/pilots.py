@@ -15,7 +15,9 @@ pilot") has the contract:
   launcher it reaped by an entry ``ended/<run id>``;
 - the pilot holds ``pilot.lock`` while it runs and rewrites ``pilot.json``
   every 2 s; it outlives the poller (a session of its own) and ends itself
-  when idle for SCHEDULER_PILOT_IDLE_SECONDS (or when its batch job ends).
+  when idle for SCHEDULER_PILOT_IDLE_SECONDS; a batch pilot starts only runs
+  that end before its wall time, and drains (ends with its last run) in its
+  last SCHEDULER_PILOT_DRAIN_SECONDS; the next pilot job takes what waits.
 
 A run handed to a pilot has the job id ``pilot:<resource id>``: its state is
 read from its run directory and the pilot (``state``), never from SAGA.
@@ -94,9 +96,30 @@ def eligible(run: Run) -> bool:
         needs.get("memory_mb")
         or (needs.get("queue") or resource.queue) != resource.queue
         or (needs.get("project") or resource.project) != resource.project
+        or (run.effective_timeout or 0) > longest_run_seconds()
     ):
         return False
     return True
+
+
+# A batch pilot counts its time from its own start, a little after its job's:
+# it is told it has this much less than the job's time limit (its --wall).
+WALL_SPARE_SECONDS = 30
+# What a run's timeout must leave of a batch pilot's time when it is handed
+# over: pilot.json is up to 2 s old, the hand-over and the launcher's start.
+FIT_MARGIN_SECONDS = 10
+
+
+def wall_seconds() -> int:
+    """How long a batch pilot may start runs for (--wall): its job's time limit,
+    SCHEDULER_PILOT_WALL_MINUTES, less WALL_SPARE_SECONDS."""
+    return int(settings.SCHEDULER_PILOT_WALL_MINUTES) * 60 - WALL_SPARE_SECONDS
+
+
+def longest_run_seconds() -> int:
+    """The longest timeout a run may have to go through a batch pilot: what a
+    new pilot can give. Longer runs go as jobs of their own."""
+    return wall_seconds() - FIT_MARGIN_SECONDS
 
 
 def job_id(resource: ExecutionResource) -> str:
@@ -325,6 +348,7 @@ class Pilots:
         self._broken_until: dict[int, float] = {}
         self._on_way_until: dict[int, float] = {}
         self._submitted_at: dict[str, float] = {}  # pilot job -> when first known
+        self._records: dict[int, dict | None] = {}  # resource id -> pilot.json last read
 
     def _lock(self, resource: ExecutionResource) -> threading.Lock:
         with self._guard:
@@ -335,10 +359,10 @@ class Pilots:
         in its queue); started through ``pool`` if none is. False if it could
         not be started (the runs then go as before)."""
         where = place(resource)
-        if where.record() is not None:
+        if self._alive(resource, where.record()):
             return True
         with self._lock(resource):
-            if where.record() is not None:
+            if self._alive(resource, where.record()):
                 return True
             if self._broken_until.get(resource.pk, 0) > time.monotonic():
                 return False
@@ -347,6 +371,35 @@ class Pilots:
             if self.broken(resource):  # its last pilot job was just given up
                 return False
             return self._start(resource, where, pool)
+
+    def _alive(self, resource: ExecutionResource, data: dict | None) -> bool:
+        """Is the pilot whose record is ``data`` running? Its record is kept
+        for ``fits``."""
+        self._records[resource.pk] = data
+        if data is None:
+            return False
+        self._seen_alive(resource)
+        return True
+
+    def fits(self, resource: ExecutionResource, run: Run) -> bool:
+        """Can the resource's pilot, as ``ensure`` last found it, start ``run``
+        before its wall time? Yes when it has none (not a batch job) or is not
+        running yet (a new pilot: ``eligible`` checked the run's timeout), and
+        for a run without a timeout (the pilot leaves it to the next one in
+        its last SCHEDULER_PILOT_DRAIN_SECONDS); else when its timeout ends
+        FIT_MARGIN_SECONDS before the pilot's time."""
+        left = (self._records.get(resource.pk) or {}).get("ends_in")
+        timeout = run.effective_timeout
+        if not isinstance(left, (int, float)) or isinstance(left, bool) or not timeout:
+            return True
+        return timeout + FIT_MARGIN_SECONDS <= left
+
+    def _seen_alive(self, resource: ExecutionResource) -> None:
+        """The pilot job this poller submitted said it is alive: it is no longer
+        on its way, and its end later (idle, drained, or its wall time) is not a
+        pilot that "ended before it ran" (which left the resource without a
+        pilot for BROKEN_SECONDS)."""
+        self._jobs.pop(resource.pk, None)
 
     def _on_its_way(self, resource, where, pool) -> bool:
         """A pilot job submitted (by this poller or, noted in its home, an earlier
@@ -426,6 +479,18 @@ class Pilots:
                 # ended/ marks, which nobody here removed (7 days of runs,
                 # one file each) and which cost a file a run.
                 *(["--no-ended"] if here else ["--poll", str(REMOTE_POLL_SECONDS)]),
+                # A batch pilot starts only runs that end before its job does,
+                # and ends once it can start none (scheduler_client.pilot).
+                *(
+                    [
+                        "--wall",
+                        str(wall_seconds()),
+                        "--drain",
+                        str(int(settings.SCHEDULER_PILOT_DRAIN_SECONDS)),
+                    ]
+                    if resource.is_batch()
+                    else []
+                ),
             ],
             working_directory=where.path,
             output="pilot.out",
@@ -502,6 +567,8 @@ class Pilots:
             }
         else:
             seen = where.probe(run.pk, run.run_directory)
+            if seen["alive"]:
+                self._seen_alive(resource)
             if seen["ended"]:
                 return "Done", None
             if seen["launched"]:
@@ -509,7 +576,8 @@ class Pilots:
                 # or write their own exit record; either is waited for a grace.
                 return ("Running" if seen["alive"] else "Done"), None
         if seen["alive"]:
-            # Waiting in the inbox, or taken: its launcher is starting.
+            # Waiting in the inbox (a draining pilot leaves it there for the
+            # next one), or taken: its launcher is starting.
             return "Pending", None
         if self.ensure(resource, pool):
             if not seen["waiting"]:

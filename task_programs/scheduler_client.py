@@ -772,7 +772,7 @@ def pilot(argv):
     than its cores.
 
     ``scheduler_client.py pilot HOME [--cores N] [--idle SECONDS] [--poll SECONDS]
-    [--no-ended]``.
+    [--no-ended] [--wall SECONDS [--drain SECONDS]]``.
     HOME holds ``inbox/`` (one entry per run to start: a file named by the
     run's id that holds the run directory's path, put in place by a rename),
     the FIFO ``wake`` (a byte there means "look at the inbox now"; it also
@@ -786,16 +786,25 @@ def pilot(argv):
     pilot per HOME) and ``pilot.json`` (pid, cores, started and alive times, runs going). It makes
     a session of its own, so it outlives the job service that started it and
     the poller; it ends when nothing has run nor come for ``--idle`` seconds
-    (default 300), or on SIGTERM once its launchers have ended."""
+    (default 300), or on SIGTERM once its launchers have ended.
+
+    ``--wall``: the pilot's allocation ends this many seconds after it started
+    (a batch job's time limit). It starts a run only if the run can end before
+    then: the run's ``timeout_seconds`` (run.json), or ``--drain`` seconds for
+    a run that declares none. Once no run without a timeout fits (the last
+    ``--drain`` seconds), it is *draining*: it says so in pilot.json, leaves
+    what it cannot start in its inbox for the next pilot, and ends as soon as
+    its launchers have ended instead of holding its cores to the wall time."""
     import fcntl
     import select
 
     if not argv:
         sys.stderr.write("usage: scheduler_client.py pilot HOME [--cores N] [--idle SECONDS]"
-                         " [--poll SECONDS] [--no-ended]\n")
+                         " [--poll SECONDS] [--no-ended] [--wall SECONDS [--drain SECONDS]]\n")
         return 2
     home = os.path.abspath(argv[0])
     cores, idle, poll, mark_ended = 1, 300.0, 1.0, True
+    wall, drain = None, 0.0
     rest = argv[1:]
     while rest:
         if rest[0] == "--no-ended":
@@ -808,6 +817,10 @@ def pilot(argv):
             idle = max(1.0, float(value))
         elif flag == "--poll":
             poll = min(1.0, max(0.02, float(value)))
+        elif flag == "--wall":
+            wall = max(1.0, float(value))
+        elif flag == "--drain":
+            drain = max(0.0, float(value))
         else:
             sys.stderr.write("scheduler_client pilot: unknown option %r\n" % flag)
             return 2
@@ -847,11 +860,17 @@ def pilot(argv):
     signal.signal(signal.SIGINT, on_term)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     started = _now()
+    ends_at = time.monotonic() + wall if wall else None
+    unfit = set()  # inbox entries left for the next pilot
     children = {}  # launcher pid -> (run directory, run id)
     ending = {}  # launcher pid -> when SIGKILL follows the SIGTERM of a cancel
     last_busy = time.monotonic()
     next_beat = 0.0
     next_prune = 0.0
+
+    def draining():
+        """No run without a timeout can end before the allocation does."""
+        return ends_at is not None and ends_at - time.monotonic() < drain
 
     def beat():
         record = {
@@ -864,6 +883,9 @@ def pilot(argv):
             "running": len(children),
             "idle_seconds": idle,
         }
+        if ends_at is not None:
+            record["ends_in"] = round(ends_at - time.monotonic(), 1)
+            record["draining"] = draining()
         tmp = os.path.join(home, ".pilot.json.tmp")
         with open(tmp, "w") as fh:
             json.dump(record, fh)
@@ -901,10 +923,15 @@ def pilot(argv):
                 for name in names:
                     if len(children) >= cores:
                         break
+                    if name in unfit:
+                        continue
                     entry = os.path.join(inbox, name)
                     try:
                         with open(entry) as fh:
                             directory = fh.read().strip()
+                        if ends_at is not None and not _fits(directory, ends_at, drain):
+                            unfit.add(name)  # left for the next pilot; fits no better later
+                            continue
                         os.unlink(entry)
                     except OSError:
                         continue
@@ -917,7 +944,7 @@ def pilot(argv):
             now = time.monotonic()
             if children:
                 last_busy = now
-            elif now - last_busy > idle and not stopping:
+            elif (now - last_busy > idle or draining()) and not stopping:
                 return 0
             if now >= next_beat:
                 beat()
@@ -941,6 +968,21 @@ def pilot(argv):
                 os.unlink(os.path.join(home, PILOT_FILE))
             except OSError:
                 pass
+
+
+def _fits(directory, ends_at, drain):
+    """Can the run of ``directory`` end before ``ends_at`` (time.monotonic)? It
+    takes its run.json ``timeout_seconds`` (the poller ends it then), or
+    ``drain`` seconds if it declares none; a run.json that cannot be read is
+    left to its launcher, which says why in the run's exit record."""
+    try:
+        with open(os.path.join(directory, RUN_FILE)) as fh:
+            declared = json.load(fh).get("timeout_seconds")
+    except (OSError, ValueError, AttributeError):
+        return True
+    if not isinstance(declared, (int, float)) or isinstance(declared, bool) or declared <= 0:
+        declared = drain
+    return time.monotonic() + declared <= ends_at
 
 
 def _prune(folder, older_than):

@@ -245,3 +245,111 @@ def test_a_pilot_record_a_program_tampered_with_is_no_record(local_resource, tmp
             assert out == b""
     finally:
         record.unlink()
+
+
+WAIT_FOR_RELEASE = """
+import os, time
+while not os.path.exists("release"):
+    time.sleep(0.05)
+"""
+
+
+def test_a_pilot_near_its_wall_time_starts_only_what_can_end_and_then_ends(tmp_path):
+    """A batch pilot (--wall, --drain) starts a run without a timeout only while
+    --drain seconds are left, a run with one while it fits; what it cannot
+    start stays in its inbox for the next pilot, and once draining it ends with
+    its last launcher instead of holding its cores to the wall time."""
+    import subprocess
+    import sys
+
+    from tests.test_client_bundle import CLIENT, _run_dir
+
+    home = tmp_path / "home"
+    pilot = subprocess.Popen(
+        [sys.executable, str(CLIENT), "pilot", str(home), "--cores", "4", "--idle", "300"]
+        + ["--wall", "6", "--drain", "4", "--poll", "0.05", "--no-ended"],
+        cwd=tmp_path,
+    )
+
+    def record() -> dict:
+        try:
+            return json.loads((home / "pilot.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def hand(d) -> None:
+        (home / "inbox" / f".{d.name}").write_text(str(d))
+        os.replace(home / "inbox" / f".{d.name}", home / "inbox" / d.name.split("-")[1])
+
+    def wait(what, seconds: float = 15) -> bool:
+        end = time.monotonic() + seconds
+        while not what() and time.monotonic() < end:
+            time.sleep(0.02)
+        return bool(what())
+
+    try:
+        assert wait(lambda: record().get("pid") == pilot.pid)
+        assert record()["draining"] is False and 0 < record()["ends_in"] <= 6
+        first = _run_dir(tmp_path, 1, WAIT_FOR_RELEASE)
+        hand(first)
+        assert wait(lambda: (first / "launched").exists()), "a run that fits was not started"
+        assert wait(lambda: record().get("draining") is True)
+        untimed = _run_dir(tmp_path, 2, "print('late')")
+        timed = _run_dir(tmp_path, 3, "print('quick')")
+        info = json.loads((timed / "run.json").read_text())
+        (timed / "run.json").write_text(json.dumps({**info, "timeout_seconds": 1}))
+        hand(untimed)
+        hand(timed)
+        assert wait(lambda: (timed / "exit.json").exists()), "a run that fits was not started"
+        assert json.loads((timed / "exit.json").read_text())["exit_code"] == 0
+        time.sleep(0.3)  # the pilot looked at its inbox several times meanwhile
+        assert not (untimed / "launched").exists(), "a run that cannot end in time started"
+        assert (home / "inbox" / "2").read_text() == str(untimed), "the next pilot's run is gone"
+        assert pilot.poll() is None, "a draining pilot left its running launcher"
+        (first / "release").touch()
+        # Ends with its last launcher, not at its idle time (300 s).
+        assert pilot.wait(timeout=15) == 0
+        assert json.loads((first / "exit.json").read_text())["exit_code"] == 0
+        assert (home / "inbox" / "2").exists() and not (home / "pilot.json").exists()
+    finally:
+        if pilot.poll() is None:
+            pilot.kill()
+            pilot.wait()
+
+
+def test_a_batch_pilot_gets_only_runs_that_can_end_in_its_time(settings, tmp_path):
+    """A run whose timeout a new batch pilot could not hold goes as a job of its
+    own; one handed to a running pilot must end FIT_MARGIN_SECONDS before the
+    pilot's time does (else it goes as a job of its own, not into an inbox
+    where only the next pilot could start it); a run without a timeout waits
+    for the pilot, which decides."""
+    from scheduler.models import ExecutionResource
+
+    settings.SCHEDULER_PILOT_WALL_MINUTES = 10  # a pilot starts runs for 570 s
+    resource = ExecutionResource.objects.create(
+        name="batch",
+        job_service_url="slurm://localhost/",
+        queue="debug",
+        working_root=str(tmp_path),
+        max_concurrent_runs=2,
+        pilot=True,
+    )
+    d = TaskDefinition.objects.create(name="T", program="behave.py", default_resource=resource)
+
+    def run(timeout):
+        needs = {"wall_time_seconds": timeout} if timeout else None
+        return services.run_enqueue(definition=d, needs=needs)
+
+    longest = pilots.longest_run_seconds()
+    assert longest == 600 - pilots.WALL_SPARE_SECONDS - pilots.FIT_MARGIN_SECONDS
+    untimed, fitting, too_long = run(None), run(longest), run(longest + 1)
+    assert pilots.eligible(untimed) and pilots.eligible(fitting)
+    assert not pilots.eligible(too_long)
+
+    p = pilots.Pilots()
+    assert p.fits(resource, fitting)  # no pilot running yet: a new one holds it
+    p._records[resource.pk] = {"ends_in": 100.0}
+    assert p.fits(resource, run(90)) and not p.fits(resource, run(91))
+    assert p.fits(resource, untimed)
+    p._records[resource.pk] = {"ends_in": "100"}  # a record a program rewrote
+    assert p.fits(resource, run(91))

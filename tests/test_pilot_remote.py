@@ -189,3 +189,55 @@ def test_a_pilot_slurm_will_not_start_leaves_the_runs_to_jobs_of_their_own(
     assert slurm.queued_job_ids() == set(), "the pilot's job was not cancelled"
     texts = " ".join(Run.objects.get(pk=runs[0].pk).messages.values_list("text", flat=True))
     assert "pilot of slurmnopilot could not be started" in texts
+
+
+def test_a_batch_pilot_drains_before_its_wall_time_and_the_next_one_takes_over(
+    poller, slurm, tmp_path, settings
+):
+    """A Slurm pilot of 1 minute (it starts runs for 30 s of it) with 20 s to
+    drain: a run without a timeout queued after its first 10 s is not started
+    by it (Slurm would cut it), the pilot ends with its last run instead of at
+    its wall time, and the next pilot job starts the waiting run. Before, a
+    pilot that had run and ended left the resource without a pilot for 5
+    minutes, its end taken for a pilot that "ended before it ran"."""
+    settings.SCHEDULER_PILOT_IDLE_SECONDS = 60
+    settings.SCHEDULER_PILOT_WALL_MINUTES = 1
+    settings.SCHEDULER_PILOT_DRAIN_SECONDS = 20
+    root = tmp_path / "slurm-runs"
+    resource = ExecutionResource.objects.create(
+        name="slurmdrain",
+        job_service_url="slurm://localhost/",
+        queue="debug",
+        working_root=str(root),
+        max_concurrent_runs=2,
+        pilot=True,
+    )
+    behave, hostile = _definitions(resource)
+    try:
+        holder = services.run_enqueue(definition=hostile, parameters={"mode": "wait"})
+        tick_until(
+            poller, lambda: Run.objects.get(pk=holder.pk).state == Run.State.RUNNING, timeout=90
+        )
+        holder.refresh_from_db()
+        first_job = (root / ".pilot" / "submitted").read_text()
+        tick_until(poller, lambda: _pilot_record(root).get("draining") is True, timeout=30)
+        late = services.run_enqueue(definition=behave)
+        end = time.monotonic() + 3
+        while time.monotonic() < end:
+            poller.tick()
+            time.sleep(0.1)
+        late.refresh_from_db()
+        assert late.state == Run.State.SUBMITTED, (late.state, late.error)
+        assert not Path(late.run_directory, "launched").exists()
+        Path(holder.run_directory, "release").touch()
+        late = run_to_end(poller, late, timeout=120)
+        assert late.state == Run.State.SUCCEEDED, late.error
+        assert late.saga_job_id == f"pilot:{resource.pk}"
+        assert (root / ".pilot" / "submitted").read_text() != first_job, "no second pilot job"
+        assert not poller._pilots.broken(resource)
+        holder = run_to_end(poller, holder, timeout=60)
+        assert (holder.state, holder.exit_code) == (Run.State.FAILED, 3), holder.error
+        assert len(slurm.queued_job_ids()) == 1, slurm.run("squeue")  # the new pilot only
+    finally:
+        slurm.run("scancel", "--user", "root")
+        _end_pilot(root)
