@@ -73,12 +73,23 @@ def run_target(
         cleaned = clean_parameters(definition, parameters, json_types=json_types)
     except ParameterError as exc:
         raise InvalidRequest(f"Bad parameters for {definition.name!r}: {exc}") from None
-    resource = resource or default_resource_for(definition)
-    if enabled_resources is None:
-        # Asked of the database: the caller's resource object may be stale.
-        enabled = ExecutionResource.objects.filter(pk=resource.pk, enabled=True).exists()
-    else:
+    if enabled_resources is not None:
+        resource = resource or default_resource_for(definition)
         enabled = resource.pk in enabled_resources
+    else:
+        # Read afresh, in one question: the caller's resource object (or the
+        # definition's cached one) may be stale, and "enabled" is its row's.
+        pk = resource.pk if resource is not None else definition.default_resource_id
+        fresh = (
+            ExecutionResource.objects.filter(pk=pk).first()
+            if pk
+            else ExecutionResource.objects.filter(name="local").first()
+        )
+        if fresh is None:
+            if resource is not None or pk:
+                raise InvalidRequest("The resource does not exist any more.")
+            default_resource_for(definition)  # raises with the reason
+        resource, enabled = fresh, fresh.enabled
     if not enabled:
         raise InvalidRequest(f"Resource {resource.name!r} is disabled.")
     return cleaned, resource

@@ -156,3 +156,30 @@ def test_a_viewer_may_read_but_not_queue_or_cancel(definition, roles):
     with pytest.raises(SchedulerError, match="may not cancel"):
         cancel_task(run_id, user=viewer)
     assert submit_task(definition, user=roles["operator"]) > run_id
+
+
+@pytest.mark.parametrize("how", ["given", "the definition's", "local"])
+def test_a_run_is_queued_on_its_resource_read_once_afresh(definition, local_resource, how):
+    """The resource of a queued run is read once (it was read, then asked
+    whether it is enabled: two questions of each run queued), and read afresh:
+    a resource object the caller holds, or the definition's, may be stale."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    kwargs = {"resource": local_resource} if how == "given" else {}
+    if how == "the definition's":
+        definition.default_resource = local_resource
+        definition.save()
+    elif how == "local":
+        definition.default_resource = None
+        definition.save()
+    definition = type(definition).objects.get(pk=definition.pk)  # as a page reads it
+    with CaptureQueriesContext(connection) as seen:
+        run = services.run_enqueue(definition=definition, **kwargs)
+    assert run.resource_id == local_resource.pk
+    asked = [q["sql"] for q in seen.captured_queries if "scheduler_executionresource" in q["sql"]]
+    assert len(asked) == 1, asked
+    ExecutionResource.objects.filter(pk=local_resource.pk).update(enabled=False)
+    assert local_resource.enabled  # the objects the caller holds say enabled
+    with pytest.raises(SchedulerError, match="Resource 'local' is disabled"):
+        services.run_enqueue(definition=definition, **kwargs)
