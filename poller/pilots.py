@@ -65,7 +65,8 @@ logger = logging.getLogger(__name__)
 PREFIX = "pilot:"
 START_SECONDS = 15.0  # how long a new local pilot may take to say it is alive
 # A pilot the poller cannot lock-check (another host) is alive while its
-# pilot.json was rewritten this recently (it is every 2 s; clocks in step, NTP).
+# pilot.json was rewritten this recently (it is every 2 s): by this host's
+# clock, or by this poller seeing it change (_fresh), when the clocks disagree.
 ALIVE_SECONDS = 15.0
 # How often a pilot on another host looks at its inbox (it cannot be woken).
 REMOTE_POLL_SECONDS = 0.2
@@ -146,11 +147,37 @@ def record(resource: ExecutionResource) -> dict | None:
     return place(resource).record()
 
 
-def _fresh(data: dict | None) -> bool:
-    when = parse_datetime(str((data or {}).get("alive_at") or ""))
-    if when is None or timezone.is_naive(when):
-        return False
-    return abs((timezone.now() - when).total_seconds()) < ALIVE_SECONDS
+# The pilot records read from another host, by where: what it said last
+# (pid and alive_at), when this poller first read that (time.monotonic), and
+# whether it had read another before (then the pilot was seen beating).
+_BEATS: dict[tuple[int, str], tuple[str, float, bool]] = {}
+
+
+def _fresh(data: dict | None, where: tuple[int, str] | None = None) -> bool:
+    """Is a pilot whose record is ``data`` alive? Its ``alive_at`` is younger
+    than ALIVE_SECONDS by this host's clock; or, whatever the clocks say (a
+    cluster's clock may be off by minutes), this poller saw the record change
+    (the pilot rewrites it every 2 s) less than ALIVE_SECONDS ago. ``where``
+    (resource id, home) keeps what was read before; without it, only the
+    clock. Before, a pilot on a host whose clock was 15 s off was taken for
+    dead: its runs were finished as lost while they ran."""
+    data = data or {}
+    when = parse_datetime(str(data.get("alive_at") or ""))
+    clock = (
+        when is not None
+        and not timezone.is_naive(when)
+        and abs((timezone.now() - when).total_seconds()) < ALIVE_SECONDS
+    )
+    if where is None:
+        return clock
+    token = f"{data.get('pid')!r} {data.get('alive_at')!r}"
+    now = time.monotonic()
+    seen = _BEATS.get(where)
+    if seen is None or seen[0] != token:
+        if len(_BEATS) > 1000:
+            _BEATS.clear()
+        seen = _BEATS[where] = (token, now, seen is not None)
+    return clock or (seen[2] and now - seen[1] < ALIVE_SECONDS)
 
 
 class _LocalHome:
@@ -161,6 +188,7 @@ class _LocalHome:
         self.resource = resource
         self.folder = home(resource)
         self.path = str(self.folder)
+        self.beats = (resource.pk, self.path)
 
     def prepare(self, client: bytes) -> None:
         for sub in ("", "inbox", "cancel", "ended"):
@@ -174,7 +202,7 @@ class _LocalHome:
             # Held by a pilot on another node of a shared filesystem whose
             # locks do not reach here? Then its beats are the word.
             data = self._read_record()
-            return data if self.resource.is_batch() and _fresh(data) else None
+            return data if self.resource.is_batch() and _fresh(data, self.beats) else None
         return self._read_record() or {}  # {}: starting, its first beat not written yet
 
     def _read_record(self) -> dict | None:
@@ -241,6 +269,7 @@ class _RemoteHome:
         self.files = rundirs.for_resource(resource)
         self.path = f"{self.files.root.rstrip('/')}/.pilot"
         self.q = shlex.quote(self.path)
+        self.beats = (resource.pk, self.path)
 
     def _run(self, command: str) -> str:
         from poller.saga_executor import ExecutorError
@@ -262,7 +291,7 @@ class _RemoteHome:
             data = json.loads(out.strip() or "null")
         except ValueError:
             return None
-        return data if isinstance(data, dict) and _fresh(data) else None
+        return data if isinstance(data, dict) and _fresh(data, self.beats) else None
 
     def _read_record_command(self) -> str:
         """pilot.json, at most RECORD_MAX_BYTES of it, only if a regular file."""
@@ -300,7 +329,7 @@ class _RemoteHome:
             "ended": "ENDED" in words.split(),
             "launched": "LAUNCHED" in words.split(),
             "waiting": "WAITING" in words.split(),
-            "alive": isinstance(data, dict) and _fresh(data),
+            "alive": isinstance(data, dict) and _fresh(data, self.beats),
         }
 
     def take_back(self, run_id: int) -> bool:

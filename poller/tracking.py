@@ -216,6 +216,10 @@ class Tracking:
             return found
         flight.last_saga_check = now
         state, exit_code = self._job_state(run)
+        if state in ("New", "Pending", "Running"):
+            # An end seen before was not one (a pilot taken for gone, then
+            # heard from): a later end gets its own grace.
+            flight.saga_done_at = None
         if state == "Requeue":
             # Its pilot could not be started, and the run was taken back from
             # its inbox before it started: it waits for its own job.

@@ -353,3 +353,30 @@ def test_a_batch_pilot_gets_only_runs_that_can_end_in_its_time(settings, tmp_pat
     assert p.fits(resource, untimed)
     p._records[resource.pk] = {"ends_in": "100"}  # a record a program rewrote
     assert p.fits(resource, run(91))
+
+
+def test_a_pilot_record_is_fresh_by_the_clock_or_by_being_seen_to_change(monkeypatch):
+    """pilots._fresh: by this host's clock when it agrees; else alive once the
+    record was seen to change, and dead ALIVE_SECONDS after it last changed."""
+    from django.utils import timezone
+
+    clock = [1000.0]
+    monkeypatch.setattr(pilots.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(pilots, "_BEATS", {})
+    where = (1, "/runs/.pilot")
+    hour_ago = timezone.now() - timezone.timedelta(hours=1)
+
+    def beat(seconds: float) -> dict:
+        return {"pid": 7, "alive_at": (hour_ago + timezone.timedelta(seconds=seconds)).isoformat()}
+
+    assert pilots._fresh({"pid": 7, "alive_at": timezone.now().isoformat()}, (2, "x"))
+    assert not pilots._fresh(beat(0), where)  # first read: only the clock can tell
+    clock[0] += 2
+    assert not pilots._fresh(beat(0), where)  # the same record: no beat seen
+    clock[0] += 2
+    assert pilots._fresh(beat(4), where)  # it changed: alive, whatever the clocks say
+    clock[0] += pilots.ALIVE_SECONDS - 1
+    assert pilots._fresh(beat(4), where)
+    clock[0] += 2
+    assert not pilots._fresh(beat(4), where)  # unchanged for ALIVE_SECONDS: gone
+    assert not pilots._fresh(beat(4))  # without where, only the clock

@@ -241,3 +241,60 @@ def test_a_batch_pilot_drains_before_its_wall_time_and_the_next_one_takes_over(
     finally:
         slurm.run("scancel", "--user", "root")
         _end_pilot(root)
+
+
+def test_a_pilot_on_a_host_whose_clock_is_off_is_alive_while_it_beats(
+    poller, sshd_server, tmp_path, settings, monkeypatch
+):
+    """The poller's clock an hour off the pilot's (a cluster without NTP): the
+    pilot's alive_at always looks an hour old. Its runs must run on, taken for
+    alive because its record keeps changing; before, the run was finished as
+    lost 5 s after it started, while its program ran."""
+    import datetime as dt
+    import types
+
+    from django.utils import timezone as real
+
+    from poller import pilots, tracking
+
+    monkeypatch.setattr(tracking, "SAGA_CHECK_SECONDS", 0.3)
+    # Longer than the pilot's 2 s between beats (it is 5 s): an end seen at
+    # the first read of the record waits for a second read.
+    monkeypatch.setattr(tracking, "EXIT_RECORD_GRACE_SECONDS", 3.0)
+    monkeypatch.setattr(
+        pilots,
+        "timezone",
+        types.SimpleNamespace(
+            now=lambda: real.now() + dt.timedelta(hours=1), is_naive=real.is_naive
+        ),
+    )
+    settings.SCHEDULER_PILOT_IDLE_SECONDS = 60
+    root = tmp_path / "ssh-runs"
+    resource = ExecutionResource.objects.create(
+        name="sshskew",
+        job_service_url=f"ssh://{sshd_server.user}@{sshd_server.host}:{sshd_server.port}",
+        ssh_user=sshd_server.user,
+        ssh_key_path=sshd_server.key_path,
+        working_root=str(root),
+        python=sys.executable,
+        max_concurrent_runs=2,
+        pilot=True,
+    )
+    behave, _ = _definitions(resource)
+    try:
+        run = services.run_enqueue(definition=behave, parameters={"mode": "sleep"})
+        tick_until(
+            poller, lambda: Run.objects.get(pk=run.pk).state == Run.State.RUNNING, timeout=60
+        )
+        end = time.monotonic() + 8
+        while time.monotonic() < end:
+            poller.tick()
+            time.sleep(0.1)
+        run.refresh_from_db()
+        assert run.state == Run.State.RUNNING, (run.state, run.error)
+        assert run.saga_job_id == f"pilot:{resource.pk}"
+        services.run_request_cancel(run=run)
+        run = run_to_end(poller, run, timeout=60)
+        assert run.state == Run.State.CANCELLED, run.error
+    finally:
+        _end_pilot(root)

@@ -72,3 +72,53 @@ def test_without_an_exit_record_the_job_state_and_code_decide(saga, code, state,
 def test_without_an_exit_record_a_cancel_asked_for_is_a_cancel():
     outcome = outcome_without_exit_record("Canceled", None, cancel_requested=True)
     assert (outcome.state, outcome.error) == (Run.State.CANCELLED, "")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_end_seen_then_taken_back_gives_a_later_end_its_own_grace(tmp_path, monkeypatch):
+    """SAGA's (or a pilot's) word that a job ended, then that it runs (a remote
+    pilot taken for gone at a first read, then heard from): a later end waits
+    EXIT_RECORD_GRACE_SECONDS for the exit record again. Before, the first
+    end's clock still ran, and the later end finished the run as lost at once."""
+    import time
+
+    from poller import tracking
+    from poller.loop import Poller
+    from scheduler import services
+    from scheduler.models import ExecutionResource, TaskDefinition
+
+    monkeypatch.setattr(tracking, "SAGA_CHECK_SECONDS", 0.0)
+    monkeypatch.setattr(tracking, "EXIT_RECORD_GRACE_SECONDS", 0.5)
+    resource = ExecutionResource.objects.create(
+        name="cluster",
+        job_service_url="slurm://localhost/",
+        queue="debug",
+        working_root=str(tmp_path),
+    )
+    definition = TaskDefinition.objects.create(
+        name="T", program="behave.py", default_resource=resource
+    )
+    run = services.run_enqueue(definition=definition)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    Run.objects.filter(pk=run.pk).update(
+        state=Run.State.RUNNING, saga_job_id="[slurm://localhost/]-[9]", run_directory=run_dir
+    )
+    said = []
+    poller = Poller(name="grace", services_per_resource=1)
+    monkeypatch.setattr(poller, "_job_state", lambda run: (said.pop(0), None))
+    try:
+
+        def track(state: str) -> str:
+            said.append(state)
+            poller.track_run(Run.objects.select_related("resource", "definition").get(pk=run.pk))
+            return Run.objects.get(pk=run.pk).state
+
+        assert track("Done") == Run.State.RUNNING  # its grace begins
+        time.sleep(0.6)
+        assert track("Running") == Run.State.RUNNING
+        assert track("Done") == Run.State.RUNNING, "the later end got no grace"
+        time.sleep(0.6)
+        assert track("Done") == Run.State.LOST
+    finally:
+        poller.close()
