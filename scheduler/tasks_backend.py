@@ -62,6 +62,10 @@ __all__ = [
 
 PROGRAM = "django_task.py"  # in task_programs/
 RETURN_FILE = "return_value.json"
+# A task's return value, as JSON, may be this big; a bigger one fails the run
+# with the reason (task_programs/django_task.py): it is read whole into the
+# result. Large results belong in output files.
+RETURN_LIMIT_BYTES = 10 * 1024 * 1024
 ERROR_FILE = "task_error.json"
 CLASS_PATH = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*){1,20}")
 MAX_CALL_CHARS = 10_000  # the run parameter that carries the arguments (a string parameter)
@@ -331,6 +335,6 @@ def _stored_json(run, name: str):
         return None
     try:
         with open(stored.absolute_path(), "rb") as fh:
-            return json.loads(fh.read(10 * 1024 * 1024))
+            return json.loads(fh.read(RETURN_LIMIT_BYTES))
     except (OSError, ValueError):
         return None

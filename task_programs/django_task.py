@@ -13,7 +13,13 @@ client.setup_django()
 
 from django.utils.module_loading import import_string  # noqa: E402
 
-from scheduler.tasks_backend import ERROR_FILE, RETURN_FILE, TaskContext, normalize_json  # noqa: E402
+from scheduler.tasks_backend import (  # noqa: E402
+    ERROR_FILE,
+    RETURN_FILE,
+    RETURN_LIMIT_BYTES,
+    TaskContext,
+    normalize_json,
+)
 
 params = client.parameters()
 path = params["task"]
@@ -38,7 +44,15 @@ except BaseException as exc:
         )
     client.register_output(ERROR_FILE)
     raise
-with open(RETURN_FILE, "w") as fh:
-    json.dump(normalize_json(value), fh)
+encoded = json.dumps(normalize_json(value)).encode()
+if len(encoded) > RETURN_LIMIT_BYTES:
+    # Kept, it would read back as no value at all: say so instead.
+    client.fail(
+        f"{path} returned {len(encoded):,} bytes of JSON; a task's return value may be at "
+        f"most {RETURN_LIMIT_BYTES:,} bytes. Write a large result to an output file "
+        "(scheduler_client.output_path) and return its name."
+    )
+with open(RETURN_FILE, "wb") as fh:
+    fh.write(encoded)
 client.register_output(RETURN_FILE)
 client.status(f"{path} returned", progress=100)

@@ -28,6 +28,11 @@ def sleep_until_cancelled(seconds=120):
     return "woke"
 
 
+@task
+def big(n):
+    return "x" * n
+
+
 def _plain(a):
     return a
 

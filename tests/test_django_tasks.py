@@ -19,8 +19,8 @@ from scheduler.tasks_backend import (
     TaskResultDoesNotExist,
 )
 from tests.poller_helpers import poller_fixture, run_to_end, tick_until
+from tests.tasks_for_tests import big, on_mars, renamed, sleep_until_cancelled
 from tests.tasks_for_tests import echo as not_json
-from tests.tasks_for_tests import on_mars, renamed, sleep_until_cancelled
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -74,6 +74,23 @@ def test_an_exception_fails_the_run_with_its_traceback(poller, local_resource):
     assert "return a + b" in error.traceback
     with pytest.raises(ValueError, match="failed"):
         _ = result.return_value
+
+
+def test_a_return_value_too_big_to_keep_fails_the_run_with_the_reason(poller, local_resource):
+    """Over RETURN_LIMIT_BYTES the value was written, then read back as None: a
+    SUCCESSFUL result without its value. Now the run fails and says why."""
+    from scheduler.tasks_backend import RETURN_LIMIT_BYTES
+
+    fits = run_to_end(poller, _run(big.enqueue(1000)))
+    assert fits.state == Run.State.SUCCEEDED, fits.error
+    result = big.enqueue(RETURN_LIMIT_BYTES)  # its JSON has two quotes more
+    run = run_to_end(poller, _run(result), timeout=60)
+    assert run.state == Run.State.FAILED
+    assert f"returned {RETURN_LIMIT_BYTES + 2:,} bytes of JSON" in run.error
+    assert not run.files.filter(name="return_value.json").exists()
+    result.refresh()
+    assert result.status == TaskResultStatus.FAILED
+    assert "output file" in result.errors[0].traceback
 
 
 def test_retries_are_attempts_of_one_result_and_the_context_counts_them(poller, local_resource):
