@@ -226,11 +226,13 @@ class _LocalHome:
         wake(self.folder)
 
     def probe(self, run_id: int, run_dir: str) -> dict:
+        launched = os.path.join(run_dir, rundirs.LAUNCHED_FILE)
         return {
             "ended": (self.folder / "ended" / str(run_id)).exists(),
-            "launched": os.path.lexists(os.path.join(run_dir, rundirs.LAUNCHED_FILE)),
+            "launched": os.path.lexists(launched),
             "waiting": (self.folder / "inbox" / str(run_id)).exists(),
             "alive": self.record() is not None,
+            "held": _launcher_holds(launched),
         }
 
     def take_back(self, run_id: int) -> bool:
@@ -318,6 +320,11 @@ class _RemoteHome:
             f"test -e {self.q}/ended/{n} && echo ENDED; "
             f"test -e {launched} -o -L {launched} && echo LAUNCHED; "
             f"test -e {self.q}/inbox/{n} && echo WAITING; "
+            # The launcher's lock on its marker (a regular file only: flock(1)
+            # would create a missing one, and follow a link): 75 = held.
+            f"test -f {launched} && ! test -L {launched} && "
+            f"{{ flock -n -s -E 75 {launched} true 2>/dev/null; "
+            f'test "$?" = 75 && echo HELD; }}; '
             f"echo; {self._read_record_command()}; true"
         )
         words, _, body = out.partition("\n\n")
@@ -330,6 +337,7 @@ class _RemoteHome:
             "launched": "LAUNCHED" in words.split(),
             "waiting": "WAITING" in words.split(),
             "alive": isinstance(data, dict) and _fresh(data, self.beats),
+            "held": "HELD" in words.split(),
         }
 
     def take_back(self, run_id: int) -> bool:
@@ -348,6 +356,24 @@ class _RemoteHome:
 
     def note_submitted(self, job: str) -> None:
         self._run(f"printf %s {shlex.quote(job)} > {self.q}/submitted")
+
+
+def _launcher_holds(launched: str) -> bool:
+    """Does a launcher hold its lock on the run's ``launched`` marker (it still
+    runs)? Never follows a link nor waits on a FIFO a program put there."""
+    try:
+        fd = os.open(launched, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 def _lock_held(folder: Path) -> bool:
@@ -601,9 +627,12 @@ class Pilots:
             if seen["ended"]:
                 return "Done", None
             if seen["launched"]:
-                # Its pilot gone: its launchers went with it (a batch job's end)
-                # or write their own exit record; either is waited for a grace.
-                return ("Running" if seen["alive"] else "Done"), None
+                # Its pilot gone (killed, or its batch job's end): a launcher
+                # that lives on still holds its lock on its marker, and its
+                # exit record is waited for; one that went with the pilot is
+                # Done, its exit record waited for a grace. Before, a killed
+                # pilot's runs were finished as LOST while they ran on.
+                return ("Running" if seen["alive"] or seen.get("held") else "Done"), None
         if seen["alive"]:
             # Waiting in the inbox (a draining pilot leaves it there for the
             # next one), or taken: its launcher is starting.

@@ -382,20 +382,36 @@ def _write_exit(record, directory=None):
     os.rename(tmp, path)
 
 
+_launched_fd = None  # the launcher's lock on its launched marker, held to its end
+
+
 def _claim_launch():
-    """Create the launched marker; False if this run directory was launched before."""
+    """Create the launched marker; False if this run directory was launched before.
+
+    The launcher holds a lock (flock) on the marker as long as it lives, on a
+    descriptor that no program it execs inherits: where the poller cannot see
+    this host's processes and the pilot that started the launcher is gone,
+    the lock says whether the launcher still runs (docs/protocol.md)."""
+    global _launched_fd
     path = os.path.join(run_dir(), LAUNCHED_FILE)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
         return False
     try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                pass  # a file system without locks: the pilot's word only, as before
         os.write(
             fd,
             json.dumps({"pid": os.getpid(), "started_at": _now(), "host": os.uname()[1]}).encode(),
         )
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    _launched_fd = fd
     return True
 
 

@@ -380,3 +380,46 @@ def test_a_pilot_record_is_fresh_by_the_clock_or_by_being_seen_to_change(monkeyp
     clock[0] += 2
     assert not pilots._fresh(beat(4), where)  # unchanged for ALIVE_SECONDS: gone
     assert not pilots._fresh(beat(4))  # without where, only the clock
+
+
+def test_a_launcher_holds_its_launched_marker_locked_while_it_lives(tmp_path):
+    """What a poller asks where it cannot see the launcher's process and its
+    pilot is gone (pilots._launcher_holds): the lock is held while the
+    launcher runs and released when it ends; a link or a FIFO a program put
+    in the marker's place is no launcher, and is not followed or waited on."""
+    import subprocess
+    import sys
+
+    from tests.test_client_bundle import _run_dir
+
+    d = _run_dir(tmp_path, 1, WAIT_FOR_RELEASE)
+    launched = str(d / "launched")
+    assert not pilots._launcher_holds(launched)  # not there
+    launcher = subprocess.Popen(
+        [sys.executable, "scheduler_client.py", "run", "task.py"],
+        cwd=d,
+        env={**os.environ, "SCHEDULER_RUN_DIR": str(d)},
+    )
+    try:
+        end = time.monotonic() + 15
+        while not pilots._launcher_holds(launched) and time.monotonic() < end:
+            time.sleep(0.02)
+        assert pilots._launcher_holds(launched)
+        (d / "release").touch()
+        assert launcher.wait(timeout=15) == 0
+        assert not pilots._launcher_holds(launched)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    for kind in ("link", "fifo"):
+        other = tmp_path / kind
+        if kind == "link":
+            (tmp_path / "target").write_text("")
+            other.symlink_to(tmp_path / "target")
+            import fcntl
+
+            held = os.open(tmp_path / "target", os.O_RDONLY)
+            fcntl.flock(held, fcntl.LOCK_EX)
+        else:
+            os.mkfifo(other)
+        assert not pilots._launcher_holds(str(other))

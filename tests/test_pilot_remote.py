@@ -298,3 +298,54 @@ def test_a_pilot_on_a_host_whose_clock_is_off_is_alive_while_it_beats(
         assert run.state == Run.State.CANCELLED, run.error
     finally:
         _end_pilot(root)
+
+
+def test_a_run_outlives_its_killed_ssh_pilot_and_ends_by_its_own_record(
+    poller, sshd_server, tmp_path, settings, monkeypatch
+):
+    """SIGKILL to a pilot over SSH: its launchers live on (each in a process
+    group of its own), and the poller cannot see them. The launcher's lock on
+    its ``launched`` marker says it runs: the run stays RUNNING and ends by
+    its own exit record. Before, it was finished as LOST 5 s after the pilot
+    died, while its program ran on."""
+    from poller import pilots, tracking
+
+    monkeypatch.setattr(tracking, "SAGA_CHECK_SECONDS", 0.3)
+    monkeypatch.setattr(tracking, "EXIT_RECORD_GRACE_SECONDS", 1.0)
+    # A dead pilot's last pilot.json is taken for gone 4 s after (15 s): the
+    # pilot rewrites it every 2 s while it lives.
+    monkeypatch.setattr(pilots, "ALIVE_SECONDS", 4.0)
+    settings.SCHEDULER_PILOT_IDLE_SECONDS = 60
+    root = tmp_path / "ssh-runs"
+    resource = ExecutionResource.objects.create(
+        name="sshkilled",
+        job_service_url=f"ssh://{sshd_server.user}@{sshd_server.host}:{sshd_server.port}",
+        ssh_user=sshd_server.user,
+        ssh_key_path=sshd_server.key_path,
+        working_root=str(root),
+        python=sys.executable,
+        max_concurrent_runs=2,
+        pilot=True,
+    )
+    _, hostile = _definitions(resource)
+    try:
+        run = services.run_enqueue(definition=hostile, parameters={"mode": "wait"})
+        tick_until(
+            poller, lambda: Run.objects.get(pk=run.pk).state == Run.State.RUNNING, timeout=60
+        )
+        run.refresh_from_db()
+        pid = _pilot_record(root)["pid"]
+        os.kill(pid, signal.SIGKILL)
+        assert _processes_in(Path(run.run_directory)), "the launcher went with the pilot"
+        # The pilot taken for gone (4 s), then the grace of its run's end (1 s).
+        end = time.monotonic() + 8
+        while time.monotonic() < end:
+            poller.tick()
+            time.sleep(0.1)
+        run.refresh_from_db()
+        assert run.state == Run.State.RUNNING, (run.state, run.error)
+        Path(run.run_directory, "release").touch()
+        run = run_to_end(poller, run, timeout=60)
+        assert (run.state, run.exit_code) == (Run.State.FAILED, 3), run.error
+    finally:
+        _end_pilot(root)
