@@ -114,7 +114,7 @@ FIT_MARGIN_SECONDS = 10
 def wall_seconds() -> int:
     """How long a batch pilot may start runs for (--wall): its job's time limit,
     SCHEDULER_PILOT_WALL_MINUTES, less WALL_SPARE_SECONDS."""
-    return int(settings.SCHEDULER_PILOT_WALL_MINUTES) * 60 - WALL_SPARE_SECONDS
+    return max(1, int(settings.SCHEDULER_PILOT_WALL_MINUTES)) * 60 - WALL_SPARE_SECONDS
 
 
 def longest_run_seconds() -> int:
@@ -553,7 +553,7 @@ class Pilots:
             queue=resource.queue,
             project=resource.project,
             # A batch pilot holds its cores for SCHEDULER_PILOT_WALL_MINUTES.
-            wall_time_minutes=settings.SCHEDULER_PILOT_WALL_MINUTES
+            wall_time_minutes=max(1, int(settings.SCHEDULER_PILOT_WALL_MINUTES))
             if resource.is_batch()
             else None,
             cores=cores if resource.is_batch() else 1,
