@@ -25,6 +25,7 @@ from typing import Any
 
 from poller.rundir import OpenedFile, RefusedFile, RunDirs, split_relative
 from poller.saga_workarounds import (  # noqa: F401 - also read from here
+    _batch_monitors_not_started,
     _bound_monitor_events,
     _BoundedEvents,
     _idle_reads_less_often,
@@ -81,6 +82,7 @@ def radical_saga():
     _shells_keep_no_descriptors()
     _ssh_masters_per_port()
     _idle_reads_less_often()
+    _batch_monitors_not_started()
     return rs
 
 

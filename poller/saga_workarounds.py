@@ -81,6 +81,40 @@ def _idle_reads_less_often() -> None:
     pty_process._POLLDELAY = max(pty_process._POLLDELAY, IDLE_POLL_SECONDS)
 
 
+# radical.saga's batch adaptors whose job services start a state monitor thread.
+BATCH_ADAPTORS = (
+    "slurm.slurm_job",
+    "pbs.pbsjob",
+    "pbspro.pbsprojob",
+    "torque.torquejob",
+    "lsf.lsfjob",
+    "cobalt.cobaltjob",
+)
+
+
+def _batch_monitors_not_started() -> None:
+    """Each batch job service of radical.saga (Slurm, PBS, LSF ...) starts a
+    thread that asks the batch system about every job it submitted
+    (``scontrol show job`` a job, every 3 s, over the service's one shell, which
+    the poller's own submits and questions then wait for) only to fire state
+    callbacks, which the poller never sets: it asks for a state when it needs
+    one (JobServicePool.state). On Slurm the thread died at a job's first change
+    of state, with a traceback on the poller's stderr (the job object it fires
+    on is gone: ``'NoneType' object has no attribute '_attributes_i_set'``). It
+    is no longer started."""
+    import importlib
+
+    for name in BATCH_ADAPTORS:
+        try:
+            module = importlib.import_module(f"radical.saga.adaptors.{name}")
+        except Exception:  # noqa: BLE001,S112 - an adaptor that does not load is not used
+            continue
+        monitor = getattr(module, "_job_state_monitor", None)
+        if monitor is not None and not getattr(monitor, "scheduler_idle", False):
+            monitor.start = lambda self: None
+            monitor.scheduler_idle = True
+
+
 def _shells_keep_no_descriptors() -> None:
     """radical.saga starts every shell (a job service's, an ssh master's) with
     pty.fork() and exec, and the new shell inherited every descriptor the poller

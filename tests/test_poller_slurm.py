@@ -285,3 +285,27 @@ def test_an_mpi_run_on_slurm_starts_one_rank_a_core_under_one_launcher(poller, c
     lines = sorted(run.files.get(name="ranks.txt").absolute_path().read_text().splitlines())
     assert lines == ["rank 0 of 2", "rank 1 of 2"]
     assert run.needs["mpi"] is True and run.core_hours > 0
+
+
+def test_no_job_monitor_thread_asks_slurm_or_dies_with_a_traceback(
+    poller, cluster, slurm, monkeypatch
+):
+    """radical.saga's Slurm job service started a thread that asked scontrol
+    about each job every 3 s (over the service's one shell) for callbacks the
+    poller never sets, and died with a traceback at a job's first change of
+    state (saga_workarounds._batch_monitors_not_started). No such thread runs,
+    and no thread dies."""
+    import threading
+
+    died = []
+    monkeypatch.setattr(threading, "excepthook", died.append)
+    hello = TaskDefinition.objects.create(
+        name="Hello slurm", program="hello.py", default_resource=cluster
+    )
+    run = run_to_end(poller, services.run_enqueue(definition=hello), timeout=90)
+    assert run.state == Run.State.SUCCEEDED, run.error
+    time.sleep(4)  # the monitor looked every 3 s
+    assert not died, [str(d.exc_value) for d in died]
+    monitors = [t for t in threading.enumerate() if type(t).__name__ == "_job_state_monitor"]
+    assert not [t for t in monitors if t.is_alive()]
+    assert poller._pools[cluster.pk]._all, "no Slurm job service was made"
