@@ -60,6 +60,9 @@ def saga_alone(n: int, services: int, bulk: int, *, bundled: bool) -> tuple[floa
     is there."""
     import threading
 
+    from django.conf import settings
+
+    from poller import saga_shells
     from poller.saga_executor import radical_base, radical_saga
     from scheduler.models import ExecutionResource
 
@@ -68,6 +71,9 @@ def saga_alone(n: int, services: int, bulk: int, *, bundled: bool) -> tuple[floa
     resource = ExecutionResource(name="bench", job_service_url="fork://localhost")
     with radical_base(resource):
         pool = [rs.job.Service("fork://localhost") for _ in range(services)]
+    # Their shells' process groups, ended after the close, as the poller's pool
+    # does (radical.saga's close left the shell and its tail -f running).
+    shells = [pgid for service in pool for pgid in saga_shells.service_shells(service)]
 
     def description(d: str, arguments: list[str]):
         jd = rs.job.Description()
@@ -104,6 +110,7 @@ def saga_alone(n: int, services: int, bulk: int, *, bundled: bool) -> tuple[floa
     cpu = machine_cpu() - cpu0
     for service in pool:
         service.close()
+    saga_shells.end_groups(shells, str(settings.SCHEDULER_SAGA_BASE))
     shutil.rmtree(work)
     return n / elapsed, cpu / n
 
