@@ -112,7 +112,9 @@ def main() -> None:
         f"runs: {args.runs}, job services: {args.services}; all RUNNING after {ramp:.0f} s"
         + (", through the resource's pilot" if args.pilot else "")
     )
-    print(f"poller RSS idle (baseline): {idle_own / mib:.0f} MiB, SAGA helpers {idle_helpers / mib:.0f} MiB")
+    print(
+        f"poller RSS idle (baseline): {idle_own / mib:.0f} MiB, SAGA helpers {idle_helpers / mib:.0f} MiB"
+    )
     print(
         f"poller RSS with {args.runs} in flight: {own / mib:.0f} MiB (peak {peak / mib:.0f} MiB), "
         f"+{(own - idle_own) / mib:.0f} MiB, {(own - idle_own) / args.runs / 1024:.0f} KiB per run"

@@ -42,6 +42,7 @@ def main() -> None:
     setup_django(env)
     from demo.tasks import add_numbers
     from scheduler.models import ExecutionResource, Run
+
     try:
         from django.tasks import task_backends
         from django.tasks.backends.dummy import DummyBackend
@@ -56,15 +57,20 @@ def main() -> None:
     # Both straight through the backend's enqueue(task, args, kwargs).
     ours = per_task_ms(lambda i: ours_backend.enqueue(add_numbers, [i, i], {}), args.enqueues)
     bare = per_task_ms(lambda i: dummy.enqueue(add_numbers, [i, i], {}), args.enqueues)
-    print(f"enqueue, {args.enqueues} tasks: scheduler median {statistics.median(ours):.2f} ms "
-          f"(p95 {sorted(ours)[int(len(ours) * 0.95)]:.2f} ms), DummyBackend (baseline) median "
-          f"{statistics.median(bare):.3f} ms, ratio {statistics.median(ours) / statistics.median(bare):.0f}x")
+    print(
+        f"enqueue, {args.enqueues} tasks: scheduler median {statistics.median(ours):.2f} ms "
+        f"(p95 {sorted(ours)[int(len(ours) * 0.95)]:.2f} ms), DummyBackend (baseline) median "
+        f"{statistics.median(bare):.3f} ms, ratio {statistics.median(ours) / statistics.median(bare):.0f}x"
+    )
     Run.objects.all().delete()
 
     # --- N tasks to final through the poller ---------------------------------
     poller = subprocess.Popen(
-        [PY, "manage.py", "run_poller", "--interval", "0.2"], cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [PY, "manage.py", "run_poller", "--interval", "0.2"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         time.sleep(3)  # its job services open, as a long-lived poller's are
@@ -79,7 +85,9 @@ def main() -> None:
         poller.terminate()
         poller.wait(timeout=60)
     ok = sum(1 for r in results if (r.refresh() or True) and r.status == "SUCCESSFUL")
-    right = sum(1 for i, r in enumerate(results) if r.status == "SUCCESSFUL" and r.return_value == i + 1)
+    right = sum(
+        1 for i, r in enumerate(results) if r.status == "SUCCESSFUL" and r.return_value == i + 1
+    )
 
     code = (
         "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'project.settings'); "
@@ -93,11 +101,13 @@ def main() -> None:
     with ThreadPoolExecutor(args.concurrency) as pool:
         list(pool.map(bare_one, range(args.tasks)))
     bare_elapsed = time.monotonic() - t0
-    print(f"{args.tasks} tasks to final through the poller: {elapsed:.1f} s, "
-          f"{args.tasks / elapsed:.1f} tasks/s ({ok} successful, {right} right return values); "
-          f"bare django.setup()+call, {args.concurrency} at a time (baseline): {bare_elapsed:.1f} s, "
-          f"{args.tasks / bare_elapsed:.1f} tasks/s; ratio scheduler/bare: "
-          f"{(args.tasks / elapsed) / (args.tasks / bare_elapsed):.2f}")
+    print(
+        f"{args.tasks} tasks to final through the poller: {elapsed:.1f} s, "
+        f"{args.tasks / elapsed:.1f} tasks/s ({ok} successful, {right} right return values); "
+        f"bare django.setup()+call, {args.concurrency} at a time (baseline): {bare_elapsed:.1f} s, "
+        f"{args.tasks / bare_elapsed:.1f} tasks/s; ratio scheduler/bare: "
+        f"{(args.tasks / elapsed) / (args.tasks / bare_elapsed):.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -107,23 +107,39 @@ def _start(dir: Path, *, min_job_age: int, cpus: int = 2) -> tuple[Slurm, list[s
     procs.append(
         subprocess.Popen(
             [
-                "munged", "--force", "--foreground",
-                f"--socket={dir}/munge.sock", f"--key-file={key}",
-                f"--log-file={dir}/munged.log", f"--pid-file={dir}/munged.pid",
+                "munged",
+                "--force",
+                "--foreground",
+                f"--socket={dir}/munge.sock",
+                f"--key-file={key}",
+                f"--log-file={dir}/munged.log",
+                f"--pid-file={dir}/munged.pid",
                 f"--seed-file={dir}/munged.seed",
             ],
-            stdout=log, stderr=log, start_new_session=True,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
     )
     _wait(lambda: (dir / "munge.sock").exists(), "munged", slurm)
     env = {**os.environ, "SLURM_CONF": str(conf)}
     procs.append(
-        subprocess.Popen(["slurmctld", "-D", "-f", str(conf)], env=env, stdout=log,
-                         stderr=log, start_new_session=True)
+        subprocess.Popen(
+            ["slurmctld", "-D", "-f", str(conf)],
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
     )
     procs.append(
-        subprocess.Popen(["slurmd", "-D", "-N", "localhost", "-f", str(conf)], env=env,
-                         stdout=log, stderr=log, start_new_session=True)
+        subprocess.Popen(
+            ["slurmd", "-D", "-N", "localhost", "-f", str(conf)],
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
     )
     _wait(lambda: slurm.run("sinfo", "-h", "-o", "%t").strip() == "idle", "slurm", slurm)
     return slurm, procs
@@ -153,10 +169,14 @@ def _stop(slurm: Slurm, procs: list[subprocess.Popen]) -> None:
 
 @pytest.fixture(scope="session")
 def slurm():
-    missing = [b for b in BINARIES if shutil.which(b) is None and not Path(f"/usr/sbin/{b}").exists()]
+    missing = [
+        b for b in BINARIES if shutil.which(b) is None and not Path(f"/usr/sbin/{b}").exists()
+    ]
     if missing:
-        require_or_skip(f"Slurm is not installed here (missing: {', '.join(missing)}); "
-                        "scripts/system-packages installs slurm-wlm and munge")
+        require_or_skip(
+            f"Slurm is not installed here (missing: {', '.join(missing)}); "
+            "scripts/system-packages installs slurm-wlm and munge"
+        )
     if os.geteuid() != 0:
         require_or_skip("the Slurm fixture runs slurmd, which needs root")
     # A short path: the munge socket path must fit in a sockaddr_un.

@@ -40,7 +40,9 @@ def form(definition, **fields):
 
 
 def errors(response) -> str:
-    return " ".join(re.findall(r'class="errorlist[^"]*"[^>]*>(.*?)</ul>', response.content.decode(), re.S))
+    return " ".join(
+        re.findall(r'class="errorlist[^"]*"[^>]*>(.*?)</ul>', response.content.decode(), re.S)
+    )
 
 
 @pytest.mark.parametrize(
@@ -48,12 +50,17 @@ def errors(response) -> str:
     [
         ({"cron_expression": "61 * * * *"}, "the minute field &#x27;61&#x27; is not valid"),
         ({"cron_expression": "30 7 * *"}, "has 4 fields; it needs five"),
-        ({"kind": "rrule", "cron_expression": "", "rrule": "FREQ=SOMETIMES"}, "invalid &#x27;FREQ&#x27;"),
+        (
+            {"kind": "rrule", "cron_expression": "", "rrule": "FREQ=SOMETIMES"},
+            "invalid &#x27;FREQ&#x27;",
+        ),
         ({"kind": "interval", "cron_expression": ""}, ""),  # needs every and unit
         ({"timezone": "Mars/Olympus_Mons"}, "Mars/Olympus_Mons"),
     ],
 )
-def test_a_bad_schedule_gets_an_error_that_says_what_is_wrong(client, roles, definition, fields, says):
+def test_a_bad_schedule_gets_an_error_that_says_what_is_wrong(
+    client, roles, definition, fields, says
+):
     client.force_login(roles["operator"])
     response = client.post(reverse("admin:scheduler_recurrence_add"), form(definition, **fields))
     assert response.status_code == 200
@@ -63,7 +70,9 @@ def test_a_bad_schedule_gets_an_error_that_says_what_is_wrong(client, roles, def
     assert not Recurrence.objects.exists()
 
 
-def test_a_saved_schedule_reads_as_a_sentence_and_previews_ten_occurrences(client, roles, definition):
+def test_a_saved_schedule_reads_as_a_sentence_and_previews_ten_occurrences(
+    client, roles, definition
+):
     client.force_login(roles["operator"])
     response = client.post(reverse("admin:scheduler_recurrence_add"), form(definition))
     assert response.status_code == 302, errors(response)
@@ -71,7 +80,9 @@ def test_a_saved_schedule_reads_as_a_sentence_and_previews_ten_occurrences(clien
     assert rec.next_due_at is not None and rec.next_due_at > timezone.now()
     page = client.get(reverse("admin:scheduler_recurrence_change", args=[rec.pk])).content.decode()
     assert "At 07:30 on weekdays, Europe/Amsterdam" in page
-    rows = re.findall(r"<tr><td>(\w{3} \d{4}-\d\d-\d\d 07:30 CES?T)</td><td>([\d-]+ \d\d:\d\d)</td>", page)
+    rows = re.findall(
+        r"<tr><td>(\w{3} \d{4}-\d\d-\d\d 07:30 CES?T)</td><td>([\d-]+ \d\d:\d\d)</td>", page
+    )
     assert len(rows) == 10
     assert all(not day.startswith(("Sat", "Sun")) for day, _ in rows)
     listing = client.get(reverse("admin:scheduler_recurrence_changelist")).content.decode()
@@ -81,8 +92,12 @@ def test_a_saved_schedule_reads_as_a_sentence_and_previews_ten_occurrences(clien
 def test_the_preview_marks_an_occurrence_moved_by_a_dst_change(client, roles, definition):
     # 28 March 2027 is the last Sunday of March: 02:30 does not exist in Amsterdam.
     rec = Recurrence.objects.create(
-        definition=definition, name="gap", kind="cron", cron_expression="30 2 28 3 *",
-        timezone="Europe/Amsterdam", next_due_at=timezone.now(),
+        definition=definition,
+        name="gap",
+        kind="cron",
+        cron_expression="30 2 28 3 *",
+        timezone="Europe/Amsterdam",
+        next_due_at=timezone.now(),
     )
     client.force_login(roles["operator"])
     page = client.get(reverse("admin:scheduler_recurrence_change", args=[rec.pk])).content.decode()
@@ -96,8 +111,12 @@ def test_the_preview_marks_an_occurrence_moved_by_a_dst_change(client, roles, de
 def test_the_definition_page_lists_its_schedules_and_next_due_time(client, roles, definition):
     due = timezone.now() + timezone.timedelta(hours=5)
     Recurrence.objects.create(
-        definition=definition, name="Nightly", kind="cron", cron_expression="0 3 * * *",
-        timezone="UTC", next_due_at=due,
+        definition=definition,
+        name="Nightly",
+        kind="cron",
+        cron_expression="0 3 * * *",
+        timezone="UTC",
+        next_due_at=due,
     )
     client.force_login(roles["operator"])
     page = client.get(
@@ -113,8 +132,13 @@ def test_the_definition_page_lists_its_schedules_and_next_due_time(client, roles
 
 def test_pause_resume_and_skip_next_change_the_schedule(client, roles, definition):
     rec = Recurrence.objects.create(
-        definition=definition, name="Hourly", kind="interval", interval_every=1,
-        interval_unit="hours", timezone="UTC", start_at=timezone.now(),
+        definition=definition,
+        name="Hourly",
+        kind="interval",
+        interval_every=1,
+        interval_unit="hours",
+        timezone="UTC",
+        start_at=timezone.now(),
         next_due_at=timezone.now() + timezone.timedelta(minutes=30),
     )
     url = reverse("admin:scheduler_recurrence_changelist")

@@ -36,14 +36,32 @@ def between(rec, start, end):
     ("zone", "expr", "day_before", "gap_day", "after_gap", "day_after"),
     [
         # Amsterdam 2026-03-29: 02:00 CET -> 03:00 CEST; 02:30 does not exist.
-        ("Europe/Amsterdam", "30 2 * * *", u(2026, 3, 28, 1, 30), (2026, 3, 29),
-         u(2026, 3, 29, 1, 0), u(2026, 3, 30, 0, 30)),
+        (
+            "Europe/Amsterdam",
+            "30 2 * * *",
+            u(2026, 3, 28, 1, 30),
+            (2026, 3, 29),
+            u(2026, 3, 29, 1, 0),
+            u(2026, 3, 30, 0, 30),
+        ),
         # New York 2026-03-08: 02:00 EST -> 03:00 EDT.
-        ("America/New_York", "30 2 * * *", u(2026, 3, 7, 7, 30), (2026, 3, 8),
-         u(2026, 3, 8, 7, 0), u(2026, 3, 9, 6, 30)),
+        (
+            "America/New_York",
+            "30 2 * * *",
+            u(2026, 3, 7, 7, 30),
+            (2026, 3, 8),
+            u(2026, 3, 8, 7, 0),
+            u(2026, 3, 9, 6, 30),
+        ),
         # Lord Howe 2026-10-04: 02:00 +10:30 -> 02:30 +11; 02:15 does not exist.
-        ("Australia/Lord_Howe", "15 2 * * *", u(2026, 10, 2, 15, 45), (2026, 10, 4),
-         u(2026, 10, 3, 15, 30), u(2026, 10, 4, 15, 15)),
+        (
+            "Australia/Lord_Howe",
+            "15 2 * * *",
+            u(2026, 10, 2, 15, 45),
+            (2026, 10, 4),
+            u(2026, 10, 3, 15, 30),
+            u(2026, 10, 4, 15, 15),
+        ),
     ],
 )
 def test_a_wall_time_in_the_spring_gap_runs_once_at_the_end_of_the_gap(
@@ -64,14 +82,29 @@ def test_a_wall_time_in_the_spring_gap_runs_once_at_the_end_of_the_gap(
     ("zone", "expr", "fold_day_start", "first", "second_would_be"),
     [
         # Amsterdam 2026-10-25: 03:00 CEST -> 02:00 CET; 02:30 happens twice.
-        ("Europe/Amsterdam", "30 2 * * *", u(2026, 10, 24, 12), u(2026, 10, 25, 0, 30),
-         u(2026, 10, 25, 1, 30)),
+        (
+            "Europe/Amsterdam",
+            "30 2 * * *",
+            u(2026, 10, 24, 12),
+            u(2026, 10, 25, 0, 30),
+            u(2026, 10, 25, 1, 30),
+        ),
         # New York 2026-11-01: 02:00 EDT -> 01:00 EST; 01:30 happens twice.
-        ("America/New_York", "30 1 * * *", u(2026, 10, 31, 12), u(2026, 11, 1, 5, 30),
-         u(2026, 11, 1, 6, 30)),
+        (
+            "America/New_York",
+            "30 1 * * *",
+            u(2026, 10, 31, 12),
+            u(2026, 11, 1, 5, 30),
+            u(2026, 11, 1, 6, 30),
+        ),
         # Lord Howe 2026-04-05: 02:00 +11 -> 01:30 +10:30; 01:45 happens twice.
-        ("Australia/Lord_Howe", "45 1 * * *", u(2026, 4, 4, 6), u(2026, 4, 4, 14, 45),
-         u(2026, 4, 4, 15, 15)),
+        (
+            "Australia/Lord_Howe",
+            "45 1 * * *",
+            u(2026, 4, 4, 6),
+            u(2026, 4, 4, 14, 45),
+            u(2026, 4, 4, 15, 15),
+        ),
     ],
 )
 def test_a_repeated_wall_time_runs_once_at_its_first_occurrence(
@@ -88,7 +121,10 @@ def test_hourly_and_shorter_intervals_run_on_elapsed_time_through_both_changes()
     spring_day = (u(2026, 3, 28, 23), u(2026, 3, 29, 22))  # Amsterdam's 23-hour day
     autumn_day = (u(2026, 10, 24, 22), u(2026, 10, 25, 23))  # its 25-hour day
     hourly = Schedule(
-        kind="interval", timezone="Europe/Amsterdam", interval_every=1, interval_unit="hours",
+        kind="interval",
+        timezone="Europe/Amsterdam",
+        interval_every=1,
+        interval_unit="hours",
         start_at=u(2026, 1, 1),
     )
     for lo, hi in (spring_day, autumn_day):
@@ -96,8 +132,11 @@ def test_hourly_and_shorter_intervals_run_on_elapsed_time_through_both_changes()
         assert len(got) == (hi - lo) // dt.timedelta(hours=1)  # 23, then 25 runs
         assert all(b - a == dt.timedelta(hours=1) for a, b in zip(got, got[1:], strict=False))
     every_45 = Schedule(
-        kind="interval", timezone="Australia/Lord_Howe", interval_every=45,
-        interval_unit="minutes", start_at=u(2026, 10, 3, 12),
+        kind="interval",
+        timezone="Australia/Lord_Howe",
+        interval_every=45,
+        interval_unit="minutes",
+        start_at=u(2026, 10, 3, 12),
     )
     got = between(every_45, u(2026, 10, 3, 12), u(2026, 10, 3, 18))
     assert all(b - a == dt.timedelta(minutes=45) for a, b in zip(got, got[1:], strict=False))
@@ -106,7 +145,10 @@ def test_hourly_and_shorter_intervals_run_on_elapsed_time_through_both_changes()
 
 def test_daily_and_weekly_intervals_keep_the_wall_time_across_dst():
     daily = Schedule(
-        kind="interval", timezone="America/New_York", interval_every=1, interval_unit="days",
+        kind="interval",
+        timezone="America/New_York",
+        interval_every=1,
+        interval_unit="days",
         start_at=local("America/New_York", 2026, 3, 6, 7, 30).astimezone(UTC),
     )
     got = between(daily, u(2026, 3, 6), u(2026, 3, 10, 23))
@@ -129,7 +171,10 @@ def test_daily_and_weekly_intervals_keep_the_wall_time_across_dst():
 )
 def test_months_keep_the_day_of_month_clamped_to_the_month_end(start, expected):
     rec = Schedule(
-        kind="interval", timezone="Europe/Amsterdam", interval_every=1, interval_unit="months",
+        kind="interval",
+        timezone="Europe/Amsterdam",
+        interval_every=1,
+        interval_unit="months",
         start_at=local("Europe/Amsterdam", *start).astimezone(UTC),
     )
     got = maths.occurrences_between(rec, rec.start_at, rec.start_at + dt.timedelta(days=100))
@@ -142,31 +187,48 @@ def test_months_keep_the_day_of_month_clamped_to_the_month_end(start, expected):
 
 def test_a_yearly_leap_day_schedule():
     every_12_months = Schedule(
-        kind="interval", timezone="UTC", interval_every=12, interval_unit="months",
+        kind="interval",
+        timezone="UTC",
+        interval_every=12,
+        interval_unit="months",
         start_at=u(2024, 2, 29, 6),
     )
     got = between(every_12_months, u(2024, 1, 1), u(2029, 1, 1))
-    assert got == [u(2024, 2, 29, 6), u(2025, 2, 28, 6), u(2026, 2, 28, 6), u(2027, 2, 28, 6),
-                   u(2028, 2, 29, 6)]
-    cron_leap = Schedule(kind="cron", timezone="UTC", cron_expression="0 12 29 2 *",
-                         start_at=u(2024, 3, 1))
+    assert got == [
+        u(2024, 2, 29, 6),
+        u(2025, 2, 28, 6),
+        u(2026, 2, 28, 6),
+        u(2027, 2, 28, 6),
+        u(2028, 2, 29, 6),
+    ]
+    cron_leap = Schedule(
+        kind="cron", timezone="UTC", cron_expression="0 12 29 2 *", start_at=u(2024, 3, 1)
+    )
     assert maths.next_after(cron_leap, u(2024, 3, 1)) == u(2028, 2, 29, 12)
-    last_day = Schedule(kind="cron", timezone="UTC", cron_expression="0 0 L * *",
-                        start_at=u(2024, 1, 1))
+    last_day = Schedule(
+        kind="cron", timezone="UTC", cron_expression="0 0 L * *", start_at=u(2024, 1, 1)
+    )
     assert between(last_day, u(2024, 1, 15), u(2024, 4, 15)) == [
-        u(2024, 1, 31), u(2024, 2, 29), u(2024, 3, 31)
+        u(2024, 1, 31),
+        u(2024, 2, 29),
+        u(2024, 3, 31),
     ]
 
 
 def test_rrule_with_exdates_end_and_max_runs():
     rule = Schedule(
-        kind="rrule", timezone="Europe/Amsterdam", rrule="FREQ=WEEKLY;BYDAY=MO,WE;BYHOUR=7;BYMINUTE=30",
-        start_at=u(2026, 3, 1), exdates=["2026-03-25T07:30:00"],
+        kind="rrule",
+        timezone="Europe/Amsterdam",
+        rrule="FREQ=WEEKLY;BYDAY=MO,WE;BYHOUR=7;BYMINUTE=30",
+        start_at=u(2026, 3, 1),
+        exdates=["2026-03-25T07:30:00"],
     )
     got = between(rule, u(2026, 3, 20), u(2026, 4, 2))
     tz = zoneinfo.ZoneInfo("Europe/Amsterdam")
     assert [t.astimezone(tz).strftime("%a %d %H:%M") for t in got] == [
-        "Mon 23 07:30", "Mon 30 07:30", "Wed 01 07:30"  # Wed 25 excluded
+        "Mon 23 07:30",
+        "Mon 30 07:30",
+        "Wed 01 07:30",  # Wed 25 excluded
     ]
     assert got[0] == u(2026, 3, 23, 6, 30) and got[1] == u(2026, 3, 30, 5, 30)  # CET, CEST
     rule.end_at = u(2026, 3, 31)
@@ -178,7 +240,10 @@ def test_rrule_with_exdates_end_and_max_runs():
 def test_a_one_value_range_with_a_step_is_that_one_value():
     # cronsim reads "5-5/2" as "5 to 59 every 2"; cron and we read it as 5.
     assert maths.cron_normalized("5-5/2 3-3/1 * JAN-JAN/1 *") == "5 3 * JAN *"
-    rec = Schedule(kind="cron", timezone="UTC", cron_expression="5-5/2 * * * *",
-                   start_at=u(2026, 1, 1))
-    assert between(rec, u(2026, 1, 1), u(2026, 1, 1, 1, 59)) == [u(2026, 1, 1, 0, 5),
-                                                                   u(2026, 1, 1, 1, 5)]
+    rec = Schedule(
+        kind="cron", timezone="UTC", cron_expression="5-5/2 * * * *", start_at=u(2026, 1, 1)
+    )
+    assert between(rec, u(2026, 1, 1), u(2026, 1, 1, 1, 59)) == [
+        u(2026, 1, 1, 0, 5),
+        u(2026, 1, 1, 1, 5),
+    ]

@@ -27,9 +27,15 @@ def definition(db, local_resource):
 
 def hourly(definition, **fields) -> Recurrence:
     rec = Recurrence.objects.create(
-        definition=definition, name="hourly", kind="interval", interval_every=1,
-        interval_unit="hours", timezone="Europe/Amsterdam", start_at=T0,
-        misfire_grace_seconds=300, **fields,
+        definition=definition,
+        name="hourly",
+        kind="interval",
+        interval_every=1,
+        interval_unit="hours",
+        timezone="Europe/Amsterdam",
+        start_at=T0,
+        misfire_grace_seconds=300,
+        **fields,
     )
     # As the admin leaves it: due from its start on.
     rec.next_due_at = maths.next_due_on_enable(rec, T0)
@@ -38,7 +44,9 @@ def hourly(definition, **fields) -> Recurrence:
 
 
 def due_times(rec) -> list[dt.datetime]:
-    return list(Run.objects.filter(recurrence=rec).order_by("due_at").values_list("due_at", flat=True))
+    return list(
+        Run.objects.filter(recurrence=rec).order_by("due_at").values_list("due_at", flat=True)
+    )
 
 
 @pytest.mark.parametrize(
@@ -112,9 +120,16 @@ def test_two_concurrent_materialisers_make_each_run_once(local_resource):
     )
     recs = [
         Recurrence.objects.create(
-            definition=definition, name=f"r{i}", kind="cron", cron_expression="* * * * *",
-            timezone="UTC", start_at=T0, misfire_policy="run_each", misfire_max_runs=20,
-            misfire_grace_seconds=0, next_due_at=T0,
+            definition=definition,
+            name=f"r{i}",
+            kind="cron",
+            cron_expression="* * * * *",
+            timezone="UTC",
+            start_at=T0,
+            misfire_policy="run_each",
+            misfire_max_runs=20,
+            misfire_grace_seconds=0,
+            next_due_at=T0,
         )
         for i in range(20)
     ]
@@ -186,8 +201,13 @@ def test_overlap_allow_runs_beside_and_queue_waits_for_the_previous_run(definiti
 def test_the_tick_selects_only_due_recurrences(definition, django_assert_max_num_queries):
     for i in range(30):
         Recurrence.objects.create(
-            definition=definition, name=f"later {i}", kind="cron", cron_expression="0 9 * * *",
-            timezone="UTC", start_at=T0, next_due_at=T0 + 24 * HOUR,
+            definition=definition,
+            name=f"later {i}",
+            kind="cron",
+            cron_expression="0 9 * * *",
+            timezone="UTC",
+            start_at=T0,
+            next_due_at=T0 + 24 * HOUR,
         )
     hourly(definition)
     # One select of due rows; per due recurrence: insert (savepoint), update.

@@ -18,33 +18,77 @@ from scheduler.models import ExecutionResource, Recurrence, Run, TaskDefinition,
 
 # (name, program, description, [(param, type, default, required, help, choices)])
 DEFINITIONS = [
-    ("Hello world", "hello.py", "Greets, reports one status and writes greeting.txt.",
-     [("name", "string", "world", False, "Who to greet", [])]),
-    ("Long job", "long_job.py", "Reports progress step by step.",
-     [("steps", "integer", "10", True, "How many steps", []),
-      ("sleep", "float", "1.0", False, "Seconds per step", [])]),
-    ("Report writer", "report_writer.py", "Writes a CSV table and a PNG bar chart.",
-     [("rows", "integer", "12", True, "Rows in the report", []),
-      ("title", "string", "Monthly figures", False, "Chart title", [])]),
-    ("ORM demo", "orm_demo.py", "Reads the demo measurements through the ORM, writes a summary.",
-     []),
-    ("Shell wrapper", "shell_wrapper.py", "Runs a command (no shell) and reports its output.",
-     [("command", "string", "uname -a", True, "Command line, split like a shell would", [])]),
-    ("Fails on purpose", "fail_on_purpose.py", "Shows what a failure looks like.",
-     [("mode", "choice", "exception", True, "How to fail", ["exception", "exit", "fail"])]),
-    ("Sleep until cancelled", "sleep_until_cancelled.py", "Sleeps until an operator cancels it.",
-     []),
+    (
+        "Hello world",
+        "hello.py",
+        "Greets, reports one status and writes greeting.txt.",
+        [("name", "string", "world", False, "Who to greet", [])],
+    ),
+    (
+        "Long job",
+        "long_job.py",
+        "Reports progress step by step.",
+        [
+            ("steps", "integer", "10", True, "How many steps", []),
+            ("sleep", "float", "1.0", False, "Seconds per step", []),
+        ],
+    ),
+    (
+        "Report writer",
+        "report_writer.py",
+        "Writes a CSV table and a PNG bar chart.",
+        [
+            ("rows", "integer", "12", True, "Rows in the report", []),
+            ("title", "string", "Monthly figures", False, "Chart title", []),
+        ],
+    ),
+    (
+        "ORM demo",
+        "orm_demo.py",
+        "Reads the demo measurements through the ORM, writes a summary.",
+        [],
+    ),
+    (
+        "Shell wrapper",
+        "shell_wrapper.py",
+        "Runs a command (no shell) and reports its output.",
+        [("command", "string", "uname -a", True, "Command line, split like a shell would", [])],
+    ),
+    (
+        "Fails on purpose",
+        "fail_on_purpose.py",
+        "Shows what a failure looks like.",
+        [("mode", "choice", "exception", True, "How to fail", ["exception", "exit", "fail"])],
+    ),
+    (
+        "Sleep until cancelled",
+        "sleep_until_cancelled.py",
+        "Sleeps until an operator cancels it.",
+        [],
+    ),
 ]
 
 # (definition, recurrence name, kind, fields)
 RECURRENCES = [
-    ("Hello world", "Every 2 minutes", "interval",
-     {"interval_every": 2, "interval_unit": "minutes"}),
-    ("Report writer", "Weekday mornings", "cron",
-     {"cron_expression": "30 7 * * MON-FRI", "timezone": "Europe/Amsterdam"}),
+    (
+        "Hello world",
+        "Every 2 minutes",
+        "interval",
+        {"interval_every": 2, "interval_unit": "minutes"},
+    ),
+    (
+        "Report writer",
+        "Weekday mornings",
+        "cron",
+        {"cron_expression": "30 7 * * MON-FRI", "timezone": "Europe/Amsterdam"},
+    ),
     ("ORM demo", "Hourly", "cron", {"cron_expression": "0 * * * *"}),
-    ("Long job", "First Monday of the month", "rrule",
-     {"rrule": "FREQ=MONTHLY;BYDAY=1MO;BYHOUR=9;BYMINUTE=0", "timezone": "America/New_York"}),
+    (
+        "Long job",
+        "First Monday of the month",
+        "rrule",
+        {"rrule": "FREQ=MONTHLY;BYDAY=1MO;BYHOUR=9;BYMINUTE=0", "timezone": "America/New_York"},
+    ),
 ]
 
 
@@ -90,8 +134,13 @@ class Command(BaseCommand):
             Measurement.objects.bulk_create(
                 Measurement(name=n, value=v, created_at=now - dt.timedelta(hours=i))
                 for i, (n, v) in enumerate(
-                    [("temperature", 21.5), ("temperature", 22.1), ("humidity", 48.0),
-                     ("humidity", 51.5), ("temperature", 20.9)]
+                    [
+                        ("temperature", 21.5),
+                        ("temperature", 22.1),
+                        ("humidity", 48.0),
+                        ("humidity", 51.5),
+                        ("temperature", 20.9),
+                    ]
                 )
             )
         queued = 0
