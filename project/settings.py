@@ -251,8 +251,9 @@ SCHEDULER_PILOT_IDLE_SECONDS = env_int("SCHEDULER_PILOT_IDLE_SECONDS", 300)
 SCHEDULER_PILOT_WALL_MINUTES = env_int("SCHEDULER_PILOT_WALL_MINUTES", 60)
 # A batch pilot starts a run without a timeout only while this much of its wall
 # time is left; then it drains: it ends once its runs have ended, and the next
-# pilot takes what waits. A run with a timeout starts while it fits; one longer
-# than the pilot's wall time goes as a job of its own.
+# pilot takes what waits (at most half the wall time). A run with a timeout
+# starts while it fits; one longer than the pilot's wall time goes as a job of
+# its own.
 SCHEDULER_PILOT_DRAIN_SECONDS = env_int("SCHEDULER_PILOT_DRAIN_SECONDS", 300)
 # A batch pilot still queued after this long is cancelled: its runs go by jobs
 # of their own (a pilot the cluster will not start must not hold them).

@@ -807,10 +807,11 @@ def pilot(argv):
     ``--wall``: the pilot's allocation ends this many seconds after it started
     (a batch job's time limit). It starts a run only if the run can end before
     then: the run's ``timeout_seconds`` (run.json), or ``--drain`` seconds for
-    a run that declares none. Once no run without a timeout fits (the last
-    ``--drain`` seconds), it is *draining*: it says so in pilot.json, leaves
-    what it cannot start in its inbox for the next pilot, and ends as soon as
-    its launchers have ended instead of holding its cores to the wall time."""
+    a run that declares none (at most half of ``--wall``). Once no run without
+    a timeout fits (the last ``--drain`` seconds), it is *draining*: it says
+    so in pilot.json, leaves what it cannot start in its inbox for the next
+    pilot, and ends as soon as its launchers have ended instead of holding
+    its cores to the wall time."""
     import fcntl
     import select
 
@@ -840,6 +841,12 @@ def pilot(argv):
         else:
             sys.stderr.write("scheduler_client pilot: unknown option %r\n" % flag)
             return 2
+    if wall:
+        # At most half its time: a drain as long as the wall time would make
+        # a pilot that drains from its start, ends at once, and is started
+        # again by the poller, for ever (SCHEDULER_PILOT_WALL_MINUTES=5 with
+        # the default drain of 300 s).
+        drain = min(drain, wall / 2)
     inbox = os.path.join(home, PILOT_INBOX)
     cancels = os.path.join(home, PILOT_CANCEL)
     ended = os.path.join(home, PILOT_ENDED)

@@ -423,3 +423,38 @@ def test_a_launcher_holds_its_launched_marker_locked_while_it_lives(tmp_path):
         else:
             os.mkfifo(other)
         assert not pilots._launcher_holds(str(other))
+
+
+def test_a_drain_as_long_as_the_wall_time_is_cut_to_half_of_it(tmp_path):
+    """A drain longer than the wall time (--wall 8 --drain 100 here; the site's
+    SCHEDULER_PILOT_WALL_MINUTES=5 with the default drain of 300 s gives
+    --wall 270 --drain 300): the pilot drained from its start, ended at once
+    without starting anything, and the poller started it again, for ever.
+    The drain is at most half the wall time: a run without a timeout starts."""
+    import subprocess
+    import sys
+
+    from tests.test_client_bundle import CLIENT, _run_dir
+
+    home = tmp_path / "home"
+    pilot = subprocess.Popen(
+        [sys.executable, str(CLIENT), "pilot", str(home), "--idle", "300"]
+        + ["--wall", "8", "--drain", "100", "--poll", "0.05", "--no-ended"],
+        cwd=tmp_path,
+    )
+    try:
+        end = time.monotonic() + 15
+        while not (home / "pilot.json").exists() and pilot.poll() is None:
+            assert time.monotonic() < end
+            time.sleep(0.02)
+        run = _run_dir(tmp_path, 1, "print('ran')")
+        (home / "inbox" / ".1").write_text(str(run))
+        os.replace(home / "inbox" / ".1", home / "inbox" / "1")
+        while not (run / "exit.json").exists():
+            assert time.monotonic() < end, "the run was not started"
+            time.sleep(0.02)
+        assert json.loads((run / "exit.json").read_text())["exit_code"] == 0
+    finally:
+        if pilot.poll() is None:
+            pilot.kill()
+        pilot.wait()
