@@ -361,25 +361,19 @@ class _RemoteHome:
 def _launcher_holds(launched: str) -> bool:
     """Does a launcher hold its lock on the run's ``launched`` marker (it still
     runs)? Never follows a link nor waits on a FIFO a program put there."""
-    try:
-        fd = os.open(launched, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
+    return _flock_held(launched, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
 
 
 def _lock_held(folder: Path) -> bool:
     """Does a pilot hold the lock of ``folder`` (is one running there)?"""
+    return _flock_held(folder / "pilot.lock", os.O_RDWR)
+
+
+def _flock_held(path, flags: int) -> bool:
+    """Does another open of ``path`` hold an flock on it? False if it cannot
+    be opened (with ``flags``)."""
     try:
-        fd = os.open(folder / "pilot.lock", os.O_RDWR)
+        fd = os.open(path, flags)
     except OSError:
         return False
     try:

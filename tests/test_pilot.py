@@ -254,53 +254,70 @@ while not os.path.exists("release"):
 """
 
 
+@contextlib.contextmanager
+def _pilot_alone(tmp_path, *options: str):
+    """A pilot started by hand in ``tmp_path/home`` (no poller, no SAGA), with
+    ``options``; killed at the end if still there. Yields (process, home)."""
+    import subprocess
+    import sys
+
+    from tests.test_client_bundle import CLIENT
+
+    home = tmp_path / "home"
+    pilot = subprocess.Popen(
+        [sys.executable, str(CLIENT), "pilot", str(home), "--idle", "300", "--poll", "0.05"]
+        + ["--no-ended", *options],
+        cwd=tmp_path,
+    )
+    try:
+        yield pilot, home
+    finally:
+        if pilot.poll() is None:
+            pilot.kill()
+        pilot.wait()
+
+
+def _pilot_json(home) -> dict:
+    try:
+        return json.loads((home / "pilot.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _hand(home, run_dir) -> None:
+    """An inbox entry for ``run_dir`` (run-N), as the poller writes one."""
+    (home / "inbox" / f".{run_dir.name}").write_text(str(run_dir))
+    os.replace(home / "inbox" / f".{run_dir.name}", home / "inbox" / run_dir.name.split("-")[1])
+
+
+def _wait(what, seconds: float = 15) -> bool:
+    end = time.monotonic() + seconds
+    while not what() and time.monotonic() < end:
+        time.sleep(0.02)
+    return bool(what())
+
+
 def test_a_pilot_near_its_wall_time_starts_only_what_can_end_and_then_ends(tmp_path):
     """A batch pilot (--wall, --drain) starts a run without a timeout only while
     --drain seconds are left, a run with one while it fits; what it cannot
     start stays in its inbox for the next pilot, and once draining it ends with
     its last launcher instead of holding its cores to the wall time."""
-    import subprocess
-    import sys
+    from tests.test_client_bundle import _run_dir
 
-    from tests.test_client_bundle import CLIENT, _run_dir
-
-    home = tmp_path / "home"
-    pilot = subprocess.Popen(
-        [sys.executable, str(CLIENT), "pilot", str(home), "--cores", "4", "--idle", "300"]
-        + ["--wall", "6", "--drain", "4", "--poll", "0.05", "--no-ended"],
-        cwd=tmp_path,
-    )
-
-    def record() -> dict:
-        try:
-            return json.loads((home / "pilot.json").read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def hand(d) -> None:
-        (home / "inbox" / f".{d.name}").write_text(str(d))
-        os.replace(home / "inbox" / f".{d.name}", home / "inbox" / d.name.split("-")[1])
-
-    def wait(what, seconds: float = 15) -> bool:
-        end = time.monotonic() + seconds
-        while not what() and time.monotonic() < end:
-            time.sleep(0.02)
-        return bool(what())
-
-    try:
-        assert wait(lambda: record().get("pid") == pilot.pid)
-        assert record()["draining"] is False and 0 < record()["ends_in"] <= 6
+    with _pilot_alone(tmp_path, "--cores", "4", "--wall", "6", "--drain", "4") as (pilot, home):
+        assert _wait(lambda: _pilot_json(home).get("pid") == pilot.pid)
+        assert _pilot_json(home)["draining"] is False and 0 < _pilot_json(home)["ends_in"] <= 6
         first = _run_dir(tmp_path, 1, WAIT_FOR_RELEASE)
-        hand(first)
-        assert wait(lambda: (first / "launched").exists()), "a run that fits was not started"
-        assert wait(lambda: record().get("draining") is True)
+        _hand(home, first)
+        assert _wait(lambda: (first / "launched").exists()), "a run that fits was not started"
+        assert _wait(lambda: _pilot_json(home).get("draining") is True)
         untimed = _run_dir(tmp_path, 2, "print('late')")
         timed = _run_dir(tmp_path, 3, "print('quick')")
         info = json.loads((timed / "run.json").read_text())
         (timed / "run.json").write_text(json.dumps({**info, "timeout_seconds": 1}))
-        hand(untimed)
-        hand(timed)
-        assert wait(lambda: (timed / "exit.json").exists()), "a run that fits was not started"
+        _hand(home, untimed)
+        _hand(home, timed)
+        assert _wait(lambda: (timed / "exit.json").exists()), "a run that fits was not started"
         assert json.loads((timed / "exit.json").read_text())["exit_code"] == 0
         time.sleep(0.3)  # the pilot looked at its inbox several times meanwhile
         assert not (untimed / "launched").exists(), "a run that cannot end in time started"
@@ -311,10 +328,6 @@ def test_a_pilot_near_its_wall_time_starts_only_what_can_end_and_then_ends(tmp_p
         assert pilot.wait(timeout=15) == 0
         assert json.loads((first / "exit.json").read_text())["exit_code"] == 0
         assert (home / "inbox" / "2").exists() and not (home / "pilot.json").exists()
-    finally:
-        if pilot.poll() is None:
-            pilot.kill()
-            pilot.wait()
 
 
 def test_a_batch_pilot_gets_only_runs_that_can_end_in_its_time(settings, tmp_path):
@@ -431,30 +444,11 @@ def test_a_drain_as_long_as_the_wall_time_is_cut_to_half_of_it(tmp_path):
     --wall 270 --drain 300): the pilot drained from its start, ended at once
     without starting anything, and the poller started it again, for ever.
     The drain is at most half the wall time: a run without a timeout starts."""
-    import subprocess
-    import sys
+    from tests.test_client_bundle import _run_dir
 
-    from tests.test_client_bundle import CLIENT, _run_dir
-
-    home = tmp_path / "home"
-    pilot = subprocess.Popen(
-        [sys.executable, str(CLIENT), "pilot", str(home), "--idle", "300"]
-        + ["--wall", "8", "--drain", "100", "--poll", "0.05", "--no-ended"],
-        cwd=tmp_path,
-    )
-    try:
-        end = time.monotonic() + 15
-        while not (home / "pilot.json").exists() and pilot.poll() is None:
-            assert time.monotonic() < end
-            time.sleep(0.02)
+    with _pilot_alone(tmp_path, "--wall", "8", "--drain", "100") as (pilot, home):
+        _wait(lambda: (home / "pilot.json").exists() or pilot.poll() is not None)
         run = _run_dir(tmp_path, 1, "print('ran')")
-        (home / "inbox" / ".1").write_text(str(run))
-        os.replace(home / "inbox" / ".1", home / "inbox" / "1")
-        while not (run / "exit.json").exists():
-            assert time.monotonic() < end, "the run was not started"
-            time.sleep(0.02)
+        _hand(home, run)
+        assert _wait(lambda: (run / "exit.json").exists()), "the run was not started"
         assert json.loads((run / "exit.json").read_text())["exit_code"] == 0
-    finally:
-        if pilot.poll() is None:
-            pilot.kill()
-        pilot.wait()

@@ -52,6 +52,20 @@ def _processes_in(folder: Path) -> list[psutil.Process]:
     return found
 
 
+def _ssh_pilot_resource(name: str, sshd_server, root: Path) -> ExecutionResource:
+    """A resource on the test sshd whose runs go through its pilot, two at once."""
+    return ExecutionResource.objects.create(
+        name=name,
+        job_service_url=f"ssh://{sshd_server.user}@{sshd_server.host}:{sshd_server.port}",
+        ssh_user=sshd_server.user,
+        ssh_key_path=sshd_server.key_path,
+        working_root=str(root),
+        python=sys.executable,
+        max_concurrent_runs=2,
+        pilot=True,
+    )
+
+
 def _definitions(resource) -> tuple[TaskDefinition, TaskDefinition]:
     behave = TaskDefinition.objects.create(
         name=f"Behave {resource.name}", program="behave.py", default_resource=resource
@@ -127,16 +141,7 @@ def _check_pilot_runs(poller, resource, root: Path) -> None:
 def test_the_pilot_over_ssh(poller, sshd_server, tmp_path, settings):
     settings.SCHEDULER_PILOT_IDLE_SECONDS = 60
     root = tmp_path / "ssh-runs"
-    resource = ExecutionResource.objects.create(
-        name="sshpilot",
-        job_service_url=f"ssh://{sshd_server.user}@{sshd_server.host}:{sshd_server.port}",
-        ssh_user=sshd_server.user,
-        ssh_key_path=sshd_server.key_path,
-        working_root=str(root),
-        python=sys.executable,
-        max_concurrent_runs=2,
-        pilot=True,
-    )
+    resource = _ssh_pilot_resource("sshpilot", sshd_server, root)
     try:
         _check_pilot_runs(poller, resource, root)
     finally:
@@ -270,16 +275,7 @@ def test_a_pilot_on_a_host_whose_clock_is_off_is_alive_while_it_beats(
     )
     settings.SCHEDULER_PILOT_IDLE_SECONDS = 60
     root = tmp_path / "ssh-runs"
-    resource = ExecutionResource.objects.create(
-        name="sshskew",
-        job_service_url=f"ssh://{sshd_server.user}@{sshd_server.host}:{sshd_server.port}",
-        ssh_user=sshd_server.user,
-        ssh_key_path=sshd_server.key_path,
-        working_root=str(root),
-        python=sys.executable,
-        max_concurrent_runs=2,
-        pilot=True,
-    )
+    resource = _ssh_pilot_resource("sshskew", sshd_server, root)
     behave, _ = _definitions(resource)
     try:
         run = services.run_enqueue(definition=behave, parameters={"mode": "sleep"})
@@ -317,16 +313,7 @@ def test_a_run_outlives_its_killed_ssh_pilot_and_ends_by_its_own_record(
     monkeypatch.setattr(pilots, "ALIVE_SECONDS", 4.0)
     settings.SCHEDULER_PILOT_IDLE_SECONDS = 60
     root = tmp_path / "ssh-runs"
-    resource = ExecutionResource.objects.create(
-        name="sshkilled",
-        job_service_url=f"ssh://{sshd_server.user}@{sshd_server.host}:{sshd_server.port}",
-        ssh_user=sshd_server.user,
-        ssh_key_path=sshd_server.key_path,
-        working_root=str(root),
-        python=sys.executable,
-        max_concurrent_runs=2,
-        pilot=True,
-    )
+    resource = _ssh_pilot_resource("sshkilled", sshd_server, root)
     _, hostile = _definitions(resource)
     try:
         run = services.run_enqueue(definition=hostile, parameters={"mode": "wait"})
