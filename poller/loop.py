@@ -103,6 +103,9 @@ class Poller(Launching, Tracking):
         self._job_states: dict[tuple[int, str], tuple[str, int | None]] | None = None
         # The runs ended during one track() pass, finished together at its end, else None.
         self._ending: list | None = None
+        # The runs in flight as the last track() pass read them, for
+        # enforce_cancels_and_timeouts in the same tick, else None.
+        self._in_flight: list | None = None
         self._threads = ThreadPoolExecutor(max_workers=max(2, self.services_per_resource * 2))
         # What the operator's log says (INFO): resources seen failing, and what
         # happened since the last one-line summary.

@@ -136,6 +136,32 @@ def test_cancel_while_running_ends_the_process(poller, behave):
     assert Path(run.run_directory, "events.jsonl").read_bytes().count(b"sleeping") <= count + 1
 
 
+def test_a_tick_reads_its_runs_in_flight_once_for_tracking_and_for_cancels(poller, behave):
+    """Tracking and the cancels and timeouts share one read of the poller's runs
+    in flight a tick (two before: each was about a tenth of a busy poller's
+    work); a cancel asked for after that read is still carried out."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    behave.timeout_seconds = 300  # a timeout to watch: the cancels and timeouts step reads
+    behave.save()
+    run = _queue(behave, mode="sleep")
+    tick_until(poller, lambda: Run.objects.get(pk=run.pk).state == Run.State.RUNNING)
+    with CaptureQueriesContext(connection) as queries:
+        poller.tick()
+    in_flight = [
+        q["sql"]
+        for q in queries
+        if q["sql"].startswith('SELECT "scheduler_run"."id"')
+        and '"scheduler_run"."poller" =' in q["sql"]
+        and "JOIN" in q["sql"]  # with its definition and resource
+    ]
+    assert len(in_flight) == 1, in_flight
+    services.run_request_cancel(run=Run.objects.get(pk=run.pk))
+    run = run_to_end(poller, run)
+    assert run.state == Run.State.CANCELLED
+
+
 def test_a_failed_run_is_retried_after_its_backoff(poller, behave):
     behave.max_retries, behave.retry_backoff_seconds = 1, 1
     behave.save()
