@@ -9,6 +9,7 @@ sbatch/squeue/scancel with it) and stops every daemon at the end.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -196,3 +197,24 @@ def slurm():
             os.environ["SLURM_CONF"] = old
         _stop(cluster, procs)
         shutil.rmtree(dir, ignore_errors=True)
+
+
+@pytest.fixture
+def slurm_login_node(slurm, sshd_server, tmp_path):
+    """A second sshd on 127.0.0.1 whose sessions see the test cluster's
+    SLURM_CONF (SetEnv), as a cluster's login node sees its own."""
+    from tests.fixtures_sshd import SshServer
+
+    port = free_port()
+    config = tmp_path / "login_sshd_config"
+    text = re.sub(r"^Port \d+$", f"Port {port}", sshd_server.config.read_text(), flags=re.M)
+    text = re.sub(r"^PidFile .*$", f"PidFile {tmp_path / 'login.pid'}", text, flags=re.M)
+    config.write_text(text + f"SetEnv SLURM_CONF={slurm.conf}\n")
+    server = SshServer(
+        sshd_server.host, port, sshd_server.user, sshd_server.key_path, config, tmp_path / "l.log"
+    )
+    server.forget_host_key()
+    server.start()
+    yield server
+    server.stop()
+    server.forget_host_key()

@@ -171,6 +171,56 @@ def test_the_pilot_as_a_slurm_job_holding_its_cores(poller, slurm, tmp_path, set
         _end_pilot(root)
 
 
+def test_the_pilot_as_a_slurm_job_submitted_over_ssh_to_a_login_node(
+    poller, slurm, slurm_login_node, tmp_path, settings
+):
+    """slurm+ssh://, a site's usual cluster: the pilot's job goes in by sbatch
+    over SSH, and its inbox, records and the runs' directories are read and
+    written over SSH, on the cluster's file system (here the same host)."""
+    settings.SCHEDULER_PILOT_IDLE_SECONDS = 60
+    login = slurm_login_node
+    root = tmp_path / "login-runs"
+    resource = ExecutionResource.objects.create(
+        name="loginpilot",
+        job_service_url=f"slurm+ssh://{login.user}@{login.host}:{login.port}/",
+        ssh_user=login.user,
+        ssh_key_path=login.key_path,
+        queue="debug",
+        working_root=str(root),
+        python=sys.executable,
+        max_concurrent_runs=2,
+        pilot=True,
+    )
+    assert not resource.on_this_host()
+    behave, _ = _definitions(resource)
+    try:
+        runs = [services.run_enqueue(definition=behave) for _ in range(3)]
+        runs.append(services.run_enqueue(definition=behave, parameters={"mode": "sleep"}))
+        tick_until(
+            poller, lambda: Run.objects.get(pk=runs[-1].pk).state == Run.State.RUNNING, timeout=90
+        )
+        services.run_request_cancel(run=Run.objects.get(pk=runs[-1].pk))
+        tick_until(poller, lambda: all(Run.objects.get(pk=r.pk).is_final for r in runs), timeout=60)
+        states = [Run.objects.get(pk=r.pk).state for r in runs]
+        assert states == [Run.State.SUCCEEDED] * 3 + [Run.State.CANCELLED], states
+        for run in Run.objects.filter(pk__in=[r.pk for r in runs]):
+            assert run.saga_job_id == f"pilot:{resource.pk}"
+        assert Run.objects.get(pk=runs[0].pk).files.filter(kind="output").exists()
+        sleeping = Run.objects.get(pk=runs[-1].pk)
+        deadline = time.monotonic() + 10
+        while _processes_in(Path(sleeping.run_directory)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _processes_in(Path(sleeping.run_directory)), "the cancelled program still runs"
+        # One batch job held the cores for every run: the pilot, still there.
+        jobs = slurm.queued_job_ids()
+        assert len(jobs) == 1, slurm.run("squeue")
+        assert Path(root, ".pilot", "submitted").read_text().endswith(f"[{jobs.pop()}]")
+        assert _pilot_record(root)["cores"] == 2
+    finally:
+        slurm.run("scancel", "--user", "root")
+        _end_pilot(root)
+
+
 def test_a_pilot_slurm_will_not_start_leaves_the_runs_to_jobs_of_their_own(
     poller, slurm, tmp_path, settings
 ):

@@ -113,29 +113,6 @@ def test_a_job_slurm_has_forgotten_is_finished_from_the_exit_record(poller, slur
     assert run.files.get(name="result.txt", kind="output").size == 5
 
 
-@pytest.fixture
-def slurm_login_node(slurm, sshd_server, tmp_path):
-    """A second sshd on 127.0.0.1 whose sessions see the test cluster's
-    SLURM_CONF (SetEnv), as a cluster's login node sees its own."""
-    import re
-
-    from tests.fixtures_sshd import SshServer, free_port
-
-    port = free_port()
-    config = tmp_path / "login_sshd_config"
-    text = re.sub(r"^Port \d+$", f"Port {port}", sshd_server.config.read_text(), flags=re.M)
-    text = re.sub(r"^PidFile .*$", f"PidFile {tmp_path / 'login.pid'}", text, flags=re.M)
-    config.write_text(text + f"SetEnv SLURM_CONF={slurm.conf}\n")
-    server = SshServer(
-        sshd_server.host, port, sshd_server.user, sshd_server.key_path, config, tmp_path / "l.log"
-    )
-    server.forget_host_key()
-    server.start()
-    yield server
-    server.stop()
-    server.forget_host_key()
-
-
 def test_two_ssh_resources_on_one_host_keep_connections_of_their_own(
     slurm, sshd_server, slurm_login_node, tmp_path
 ):
