@@ -324,6 +324,9 @@ class Launching:
             # A shell script or binary keeps its executable bit (docs/client.md).
             executable=frozenset([program.name] if os.access(program, os.X_OK) else []),
             copies=run_inputs.staged_files(run),
+            # Alike in every run: hard links to one read-only copy, where the
+            # run directories are on this host (LocalRunDirs.stage).
+            shared=frozenset(["scheduler_client.py", program.name]),
         )
         from poller.saga_executor import JobSpec
 

@@ -363,15 +363,28 @@ class Poller(Launching, Tracking):
     def tidy_saga_state(self) -> bool:
         """Every TIDY_SECONDS, in a worker thread: remove radical.saga's folders of
         local jobs that ended, and keep its notifications file short
-        (saga_executor.tidy_local_job_state)."""
+        (saga_executor.tidy_local_job_state); and the shared copies of the run
+        roots on this host that no run links to any more (LocalRunDirs.prune_shared)."""
         if time.monotonic() < self._next_tidy:
             return False
         if self._tidying is not None and not self._tidying.done():
             return False
         self._next_tidy = time.monotonic() + TIDY_SECONDS
+        from poller.rundir import LocalRunDirs
         from poller.saga_executor import tidy_local_job_state
 
-        self._tidying = self._threads.submit(_quietly, tidy_local_job_state, "tidying SAGA state")
+        roots = {}
+        for resource in ExecutionResource.objects.all():
+            if resource.on_this_host():
+                files = LocalRunDirs(resource)
+                roots.setdefault(files.root, files)
+
+        def tidy() -> None:
+            tidy_local_job_state()
+            for files in roots.values():
+                files.prune_shared()
+
+        self._tidying = self._threads.submit(_quietly, tidy, "tidying SAGA state")
         return False
 
     # ------------------------------------------------------------- retention

@@ -502,9 +502,11 @@ class RemoteRunDirs(RunDirs):
         *,
         executable: frozenset[str] = frozenset(),
         copies: list[tuple[str, Path]] = (),
+        shared: frozenset[str] = frozenset(),
     ) -> None:
         """As LocalRunDirs.stage, over the resource's shell: text files by the
-        shell, binary ones and the input copies over sftp; then the modes."""
+        shell, binary ones and the input copies over sftp; then the modes.
+        Each run gets copies of its own (``shared`` is not linked here)."""
         folders = [self._q(run_dir, "outputs")] + ([self._q(run_dir, "inputs")] if copies else [])
         ret, out = self._run(f"mkdir -p {' '.join(folders)}")
         if ret:

@@ -8,6 +8,7 @@ word. The run-as tests (two accounts, made with useradd) are at the end.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -368,6 +369,10 @@ def test_a_program_run_as_its_account_cannot_read_the_site_secret_nor_touch_anot
     assert (st.st_uid, oct(st.st_mode & 0o777)) == (run_accounts[b].pw_uid, "0o700")
     tick_until(poller, lambda: "victim private message" in _texts(victim))
 
+    # The run root's read-only copy of the victim's program (poller.rundir.SHARED_DIR).
+    program = (victim_dir / "hostile.py").read_bytes()
+    copy = shared_base / "runs" / ".shared" / f"{hashlib.sha256(program).hexdigest()}-444"
+    assert copy.exists() and copy.stat().st_ino == (victim_dir / "hostile.py").stat().st_ino
     probe = run_to_end(
         poller,
         _queue(
@@ -375,6 +380,7 @@ def test_a_program_run_as_its_account_cannot_read_the_site_secret_nor_touch_anot
             mode="probe",
             secret=str(shared_base / "var" / "secret_key"),
             other=str(victim_dir),
+            target=str(copy),
         ),
     )
     assert probe.state == Run.State.SUCCEEDED, probe.error
@@ -382,6 +388,9 @@ def test_a_program_run_as_its_account_cannot_read_the_site_secret_nor_touch_anot
     assert "read secret: PermissionError" in texts, texts
     assert "list other: PermissionError" in texts
     assert "write other: PermissionError" in texts
+    assert "write client: PermissionError" in texts
+    assert "list shared: PermissionError" in texts
+    assert "read shared: PermissionError" in texts
     mine = probe.files.get(name="mine.txt")
     assert mine.absolute_path().read_text() == f"uid {run_accounts[a].pw_uid}\n"
     assert not (victim_dir / "intruder.txt").exists()

@@ -99,6 +99,11 @@ elif mode == "probe":
         ("read secret", lambda: open(params["secret"]).read()),
         ("list other", lambda: os.listdir(params["other"])),
         ("write other", lambda: open(os.path.join(params["other"], "intruder.txt"), "w").close()),
+        # The read-only copy its client is a link to, shared with the other runs.
+        ("write client", lambda: open(os.path.join(here, "scheduler_client.py"), "a").close()),
+        # The run root's shared copies: another account's program among them.
+        ("list shared", lambda: os.listdir(os.path.dirname(params["target"]))),
+        ("read shared", lambda: open(params["target"]).read()),
     ):
         try:
             action()
