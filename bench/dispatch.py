@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -179,6 +180,13 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure the poller and the fork floor this many times, alternated, and print "
+        "each round's ratio and the median (the lines above are the first round's)",
+    )
+    parser.add_argument(
         "--pilot",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -211,36 +219,58 @@ def main() -> None:
             time.sleep(0.05)
         Run.objects.filter(pk=warm.pk).delete()
     proc = psutil.Process(poller.pid)
-    poller_cpu0 = sum(proc.cpu_times()[:2])
-    poller_sys0 = proc.cpu_times().system
-    cpu0 = machine_cpu()
     pilot_proc = None
     if args.pilot:
         from poller import pilots
 
         pid = (pilots.record(local) or {}).get("pid")
         pilot_proc = psutil.Process(pid) if pid else None
-    pilot_cpu0 = sum(pilot_proc.cpu_times()[:2]) if pilot_proc else 0.0
-    me = psutil.Process()
-    start = time.monotonic()
-    me_cpu0 = sum(me.cpu_times()[:2])
-    for _ in range(args.runs):
-        services.run_enqueue(definition=definition)
-    enqueue_cpu = sum(me.cpu_times()[:2]) - me_cpu0
-    peak_rss = 0
-    while True:
-        done = Run.objects.filter(state__in=Run.FINAL_STATES).count()
-        peak_rss = max(peak_rss, proc.memory_info().rss)
-        if done >= args.runs:
-            break
-        if time.monotonic() - start > 600:
-            raise SystemExit(f"timed out: {done} of {args.runs} final")
-        time.sleep(0.1)
-    elapsed = time.monotonic() - start
-    cpu = machine_cpu() - cpu0
-    poller_cpu = sum(proc.cpu_times()[:2]) - poller_cpu0
-    poller_sys = proc.cpu_times().system - poller_sys0
-    pilot_cpu = sum(pilot_proc.cpu_times()[:2]) - pilot_cpu0 if pilot_proc else 0.0
+
+    def poller_round() -> dict:
+        """Queue the runs, wait until all are final: the poller's figures."""
+        before = Run.objects.filter(state__in=Run.FINAL_STATES).count()
+        poller_cpu0 = sum(proc.cpu_times()[:2])
+        poller_sys0 = proc.cpu_times().system
+        cpu0 = machine_cpu()
+        pilot_cpu0 = sum(pilot_proc.cpu_times()[:2]) if pilot_proc else 0.0
+        me = psutil.Process()
+        start = time.monotonic()
+        me_cpu0 = sum(me.cpu_times()[:2])
+        for _ in range(args.runs):
+            services.run_enqueue(definition=definition)
+        enqueue_cpu = sum(me.cpu_times()[:2]) - me_cpu0
+        peak_rss = 0
+        while True:
+            done = Run.objects.filter(state__in=Run.FINAL_STATES).count() - before
+            peak_rss = max(peak_rss, proc.memory_info().rss)
+            if done >= args.runs:
+                break
+            if time.monotonic() - start > 600:
+                raise SystemExit(f"timed out: {done} of {args.runs} final")
+            time.sleep(0.1)
+        elapsed = time.monotonic() - start
+        return {
+            "elapsed": elapsed,
+            "rate": args.runs / elapsed,
+            "cpu": machine_cpu() - cpu0,
+            "poller_cpu": sum(proc.cpu_times()[:2]) - poller_cpu0,
+            "poller_sys": proc.cpu_times().system - poller_sys0,
+            "pilot_cpu": sum(pilot_proc.cpu_times()[:2]) - pilot_cpu0 if pilot_proc else 0.0,
+            "enqueue_cpu": enqueue_cpu,
+            "peak_rss": peak_rss,
+        }
+
+    # Rounds after the first alternate with the fork floor: the machine's
+    # speed moves from minute to minute, and a ratio of two moments is noise.
+    rounds = [poller_round()]
+    floors = []
+    for _ in range(args.rounds - 1):
+        floors.append(fork_floor(args.runs, args.concurrency))
+        rounds.append(poller_round())
+    first = rounds[0]
+    rate, elapsed, cpu = first["rate"], first["elapsed"], first["cpu"]
+    poller_cpu, poller_sys, pilot_cpu = first["poller_cpu"], first["poller_sys"], first["pilot_cpu"]
+    enqueue_cpu, peak_rss = first["enqueue_cpu"], first["peak_rss"]
     poller.terminate()
     poller.wait(timeout=60)
     if args.pilot:
@@ -256,7 +286,6 @@ def main() -> None:
     )
     files = sum(1 for r in Run.objects.all() if r.files.filter(kind="output").exists())
     jobs = Run.objects.values("saga_job_id").distinct().count()
-    rate = args.runs / elapsed
     bare_rate, bare_cpu = bare(args.runs)
     from django.conf import settings
 
@@ -264,12 +293,13 @@ def main() -> None:
     saga_rate, saga_cpu = saga_alone(args.runs, args.services, bulk, bundled=True)
     job_rate, job_cpu = saga_alone(args.runs, args.services, bulk, bundled=False)
     floor_rate, floor_cpu = fork_floor(args.runs, args.concurrency)
+    floors.append((floor_rate, floor_cpu))
     print(
         f"runs: {args.runs}, job services: {args.services}, concurrency limit: {args.concurrency}"
         + (", through the resource's pilot" if args.pilot else "")
     )
     print(f"final states: {states}; runs with their output file home: {files}")
-    print(f"SAGA jobs: {jobs}, {args.runs / jobs:.1f} runs a job")
+    print(f"SAGA jobs: {jobs}, {args.runs * len(rounds) / jobs:.1f} runs a job")
     print(
         f"poller: {rate:.1f} runs/s queued->final ({elapsed:.1f} s), peak poller RSS {peak_rss / 2**20:.0f} MiB"
     )
@@ -303,6 +333,23 @@ def main() -> None:
         f"{floor_rate:.1f} runs/s, {floor_cpu * 1000:.1f} ms CPU per run"
     )
     print(f"ratio poller/fork floor: {rate / floor_rate:.2f}")
+    if args.rounds > 1:
+        # Round k of the poller against the fork floor measured next to it (the
+        # last round against the floor above).
+        ratios = [r["rate"] / f[0] for r, f in zip(rounds, floors, strict=True)]
+        print(
+            f"ratio poller/fork floor over {args.rounds} alternated rounds: "
+            + ", ".join(f"{x:.2f}" for x in ratios)
+            + f"; median {statistics.median(ratios):.2f}; poller runs/s "
+            + ", ".join(f"{r['rate']:.1f}" for r in rounds)
+            + "; fork floor runs/s "
+            + ", ".join(f"{f[0]:.1f}" for f in floors)
+            + "; the poller's CPU a run "
+            + ", ".join(f"{r['poller_cpu'] / args.runs * 1000:.1f}" for r in rounds)
+            + " ms, of it kernel "
+            + ", ".join(f"{r['poller_sys'] / args.runs * 1000:.1f}" for r in rounds)
+            + " ms"
+        )
     print(
         f"mkdir in the bench's folder ({BENCH_DIR}): {mkdir_cost(BENCH_DIR) * 1e6:.0f} us; "
         f"in {tempfile.gettempdir()}: {mkdir_cost(Path(tempfile.gettempdir())) * 1e6:.0f} us "
