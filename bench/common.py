@@ -59,7 +59,11 @@ def make_site(programs: Path | None = None, database_url: str | None = None) -> 
     )
     if database_url:
         env["DATABASE_URL"] = database_url
-    subprocess.run([PY, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    if subprocess.run([PY, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env).returncode:
+        raise SystemExit(
+            "bench: could not set up the site's database (manage.py migrate failed, its error is "
+            "above)" + (f"; does {database_url} exist? createdb makes it" if database_url else "")
+        )
     return env
 
 
