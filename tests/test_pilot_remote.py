@@ -52,6 +52,22 @@ def _processes_in(folder: Path) -> list[psutil.Process]:
     return found
 
 
+def _assert_ends(run_dir: Path) -> None:
+    """No process works in ``run_dir`` within 10 s: a cancelled program ended."""
+    deadline = time.monotonic() + 10
+    while _processes_in(run_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _processes_in(run_dir), "the cancelled program still runs"
+
+
+def _one_pilot_job_held_the_cores(slurm, root: Path, cores: int) -> None:
+    """One batch job held the cores for every run: the pilot, still there."""
+    jobs = slurm.queued_job_ids()
+    assert len(jobs) == 1, slurm.run("squeue")
+    assert Path(root, ".pilot", "submitted").read_text().endswith(f"[{jobs.pop()}]")
+    assert _pilot_record(root)["cores"] == cores
+
+
 def _ssh_pilot_resource(name: str, sshd_server, root: Path) -> ExecutionResource:
     """A resource on the test sshd whose runs go through its pilot, two at once."""
     return ExecutionResource.objects.create(
@@ -109,10 +125,7 @@ def _check_pilot_runs(poller, resource, root: Path) -> None:
     services.run_request_cancel(run=sleeping)
     sleeping = run_to_end(poller, sleeping, timeout=60)
     assert sleeping.state == Run.State.CANCELLED
-    deadline = time.monotonic() + 10
-    while _processes_in(Path(sleeping.run_directory)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _processes_in(Path(sleeping.run_directory)), "the cancelled program still runs"
+    _assert_ends(Path(sleeping.run_directory))
     assert _pilot_record(root).get("pid") == pilot["pid"], "the cancel ended the pilot"
 
     victim = services.run_enqueue(definition=hostile, parameters={"mode": "wait"})
@@ -161,11 +174,7 @@ def test_the_pilot_as_a_slurm_job_holding_its_cores(poller, slurm, tmp_path, set
     )
     try:
         _check_pilot_runs(poller, resource, root)
-        # One batch job held the cores for every run: the pilot, still there.
-        jobs = slurm.queued_job_ids()
-        assert len(jobs) == 1, slurm.run("squeue")
-        assert Path(root, ".pilot", "submitted").read_text().endswith(f"[{jobs.pop()}]")
-        assert _pilot_record(root)["cores"] == 2
+        _one_pilot_job_held_the_cores(slurm, root, cores=2)
     finally:
         slurm.run("scancel", "--user", "root")
         _end_pilot(root)
@@ -207,15 +216,8 @@ def test_the_pilot_as_a_slurm_job_submitted_over_ssh_to_a_login_node(
             assert run.saga_job_id == f"pilot:{resource.pk}"
         assert Run.objects.get(pk=runs[0].pk).files.filter(kind="output").exists()
         sleeping = Run.objects.get(pk=runs[-1].pk)
-        deadline = time.monotonic() + 10
-        while _processes_in(Path(sleeping.run_directory)) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not _processes_in(Path(sleeping.run_directory)), "the cancelled program still runs"
-        # One batch job held the cores for every run: the pilot, still there.
-        jobs = slurm.queued_job_ids()
-        assert len(jobs) == 1, slurm.run("squeue")
-        assert Path(root, ".pilot", "submitted").read_text().endswith(f"[{jobs.pop()}]")
-        assert _pilot_record(root)["cores"] == 2
+        _assert_ends(Path(sleeping.run_directory))
+        _one_pilot_job_held_the_cores(slurm, root, cores=2)
     finally:
         slurm.run("scancel", "--user", "root")
         _end_pilot(root)
