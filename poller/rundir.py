@@ -252,22 +252,21 @@ class LocalRunDirs(RunDirs):
 
         mode &= 0o555
         master = self.root / SHARED_DIR / f"{hashlib.sha256(data).hexdigest()}-{mode:o}"
-        for attempt in (1, 2):
-            try:
-                os.link(master, folder / name, follow_symlinks=False)
-                return True
-            except FileExistsError:
+        try:
+            os.link(master, folder / name, follow_symlinks=False)
+            return True
+        except OSError as exc:
+            # No copy yet (or pruned), or as many links as the file system
+            # allows (65,000 on ext4): a new copy takes the name. Anything
+            # else (a name already there among it): a copy of the run's own.
+            if exc.errno not in (errno.ENOENT, errno.EMLINK):
                 return False
-            except OSError as exc:
-                # No copy yet (or pruned), or as many links as the file system
-                # allows (65,000 on ext4): a new copy takes the name.
-                if attempt == 2 or exc.errno not in (errno.ENOENT, errno.EMLINK):
-                    return False
-                try:
-                    _make_shared(master, data, mode)
-                except OSError:
-                    return False
-        return False
+        try:
+            _make_shared(master, data, mode)
+            os.link(master, folder / name, follow_symlinks=False)
+        except OSError:
+            return False
+        return True
 
     def prune_shared(self, now: float | None = None) -> int:
         """Remove the shared copies no run directory links to any more, made
